@@ -1,0 +1,122 @@
+"""The BlockGraph: the one structure every stage of archsearch reads.
+
+Nodes are block-boundary tensors (``input``, ``x0`` … ``xL``, ``logits``); edges are blocks
+(``stem``, ``universal``, ``proxy``, ``head``). Edges that come from the traced model name the fx
+nodes they own in :attr:`BlockGraph.gm`; proxy edges carry their own module. Passes return new
+BlockGraphs that share ``gm`` and the modules, so the universal blocks are never copied.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import networkx as nx
+import torch.fx as fx
+
+INPUT = "input"
+OUTPUT = "logits"
+GATED_KINDS = ("universal", "proxy")
+
+Edge = tuple[str, str, str]  # (source node, destination node, kind): a proxy may run beside a block
+
+
+def node_name(index: int) -> str:
+    """Name of the block-boundary node x_index."""
+    return f"x{index}"
+
+
+@dataclass
+class BlockGraph:
+    """A residual network as a chain of block-boundary nodes joined by blocks.
+
+    ``g`` is a ``networkx.MultiDiGraph`` keyed by edge kind (the proxy from x_{l-1} runs parallel to
+    block l). Node attributes: ``index`` (−1 input, 0..L, L+1 logits),
+    ``shape`` (tensor shape without batch), ``fx`` (fx node whose value *is* the node), ``pre``
+    (fx node the gated sum replaces) and ``post`` (fx nodes applied after the sum, e.g. a trailing
+    ReLU). Edge attributes: ``kind``, ``name``, ``nodes`` (owned fx node names, in order),
+    ``in_node``/``out_node`` (fx names of the edge's input and result), ``in_shape``,
+    ``out_shape``, ``macs``, ``params``, ``logit`` (initial gate logit), ``module`` (proxies).
+    Graph attributes: ``total_macs``, ``total_params`` (of the original network),
+    ``classifier`` (fx target of the task classifier), ``input_shape``.
+    """
+
+    g: nx.MultiDiGraph
+    gm: fx.GraphModule
+    meta: dict = field(default_factory=dict)
+
+    # -- structure -------------------------------------------------------------------------
+    @property
+    def last(self) -> str:
+        """Name of x_L, the node the head reads."""
+        return node_name(self.g.nodes[OUTPUT]["index"] - 1)
+
+    def block_nodes(self) -> list[str]:
+        """The block-boundary nodes x_0..x_L that are present, in order."""
+        nodes = [n for n in self.g.nodes if n not in (INPUT, OUTPUT)]
+        return sorted(nodes, key=lambda n: self.g.nodes[n]["index"])
+
+    def edges(self, kind: str | tuple[str, ...] | None = None) -> list[Edge]:
+        """Edges of the given kind(s), ordered by destination then source (deterministic)."""
+        kinds = (kind,) if isinstance(kind, str) else kind
+        idx = lambda n: self.g.nodes[n]["index"]  # noqa: E731
+        out = [e for e in self.g.edges(keys=True) if kinds is None or e[2] in kinds]
+        return sorted(out, key=lambda e: (idx(e[1]), _kind_rank(e[2]), -idx(e[0])))
+
+    def gated_edges(self) -> list[Edge]:
+        """Universal and proxy edges: the ones a gate weighs."""
+        return self.edges(GATED_KINDS)
+
+    def in_edges(self, node: str) -> list[Edge]:
+        """Edges entering ``node`` in gate-slot order: universal first, then nearest proxies."""
+        return [e for e in self.edges() if e[1] == node]
+
+    def out_edges(self, node: str) -> list[Edge]:
+        """Edges leaving ``node``, deterministic order."""
+        return [e for e in self.edges() if e[0] == node]
+
+    def edge(self, e: Edge) -> dict:
+        """Attribute dict of edge ``e``."""
+        return self.g.edges[e]
+
+    def node(self, n: str) -> dict:
+        """Attribute dict of node ``n``."""
+        return self.g.nodes[n]
+
+    def universal(self) -> list[Edge]:
+        """Universal (pre-trained, shared) blocks, in order."""
+        return self.edges("universal")
+
+    def proxies(self) -> list[Edge]:
+        """Task-specific proxy edges, in order."""
+        return self.edges("proxy")
+
+    def iter_attrs(self, kind: str | tuple[str, ...] | None = None) -> Iterator[tuple[Edge, dict]]:
+        """Pairs of (edge, attributes) in deterministic order."""
+        for e in self.edges(kind):
+            yield e, self.g.edges[e]
+
+    def copy(self) -> "BlockGraph":
+        """A new BlockGraph with its own networkx graph; gm and modules are shared."""
+        return BlockGraph(self.g.copy(), self.gm, dict(self.meta))
+
+    @property
+    def total_macs(self) -> int:
+        """MACs of the original pre-trained network (stem and head included)."""
+        return self.g.graph["total_macs"]
+
+    @property
+    def total_params(self) -> int:
+        """Parameters of the original network."""
+        return self.g.graph["total_params"]
+
+    def macs(self) -> int:
+        """MACs of the network this graph describes, every edge counted once."""
+        return sum(d["macs"] for _, d in self.iter_attrs())
+
+    def params(self) -> int:
+        """Parameters of the network this graph describes, every edge counted once."""
+        return sum(d["params"] for _, d in self.iter_attrs())
+
+
+def _kind_rank(kind: str) -> int:
+    return {"stem": 0, "universal": 1, "head": 1, "proxy": 2}[kind]

@@ -1,0 +1,252 @@
+"""Trace any residual model with torch.fx and cut it into a BlockGraph.
+
+A node of the fx graph is a *cut* when no data edge jumps over it in topological order: every path
+from input to output passes through it. The stretches between consecutive cuts are segments; a
+segment whose inside branches and joins again is a residual block. Nothing here looks at module
+names or classes to find structure; names are only used as labels.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import networkx as nx
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from archsearch.errors import UserError
+from archsearch.graph.blockgraph import INPUT, OUTPUT, BlockGraph, node_name
+from archsearch.graph.cost import count_params, node_macs, node_parameters
+
+UNIVERSAL_LOGIT = 2.0
+
+
+class _Tracer(fx.Tracer):
+    """fx tracer that honours user leaf modules and remembers which module a failure came from."""
+
+    def __init__(self, leaf_modules: Sequence[str | type]) -> None:
+        super().__init__()
+        self.leaf_modules = tuple(leaf_modules)
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        for leaf in self.leaf_modules:
+            if isinstance(leaf, type) and isinstance(m, leaf):
+                return True
+            if isinstance(leaf, str) and leaf in (qualname, type(m).__name__):
+                return True
+        return super().is_leaf_module(m, qualname)
+
+    def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception as exc:
+            if not hasattr(exc, "archsearch_module"):
+                exc.archsearch_module = (self.path_of_module(m), type(m).__name__)
+            raise
+
+
+def symbolic_trace(model: nn.Module, leaf_modules: Sequence[str | type] = ()) -> fx.GraphModule:
+    """fx-trace ``model``; an untraceable module becomes a UserError that names it."""
+    tracer = _Tracer(leaf_modules)
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:
+        path, cls = getattr(exc, "archsearch_module", ("", type(model).__name__))
+        where = f"module '{path}' ({cls})" if path else f"the model's own forward ({cls})"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = (f"mark it a leaf with leaf_modules=['{cls}'] (CLI: --leaf {cls}) so it is kept as one "
+                "opaque layer" if path else "rewrite the data-dependent part or move it into a submodule "
+                "and mark that a leaf")
+        raise UserError(f"torch.fx cannot trace {where}: {reason}; {hint}") from exc
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def propagate_shapes(gm: fx.GraphModule, input_shape: Sequence[int]) -> None:
+    """Record every node's output shape for one sample of ``input_shape`` (C, H, W)."""
+    was_training = gm.training
+    gm.eval()
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(torch.zeros((1, *input_shape)))
+    except Exception as exc:
+        raise UserError(
+            f"the model does not run on input of shape {tuple(input_shape)}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}; "
+            "pass the size it expects with --input-size C,H,W") from exc
+    finally:
+        gm.train(was_training)
+
+
+def _shape(node: fx.Node) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta.shape)[1:] if meta is not None and hasattr(meta, "shape") else None
+
+
+def _flow(gm: fx.GraphModule) -> tuple[list[fx.Node], fx.Node, fx.Node]:
+    """Nodes on some input→output path, in topological order; plus the input and result nodes."""
+    nodes = list(gm.graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise UserError(f"the model's forward takes {len(placeholders)} inputs; archsearch needs "
+                        "a model with exactly one image tensor input")
+    output = next(n for n in nodes if n.op == "output")
+    result = output.args[0]
+    if not isinstance(result, fx.Node):
+        raise UserError("the model returns a tuple or dict; archsearch needs a model that returns "
+                        "one tensor of logits (wrap it and return the logits)")
+    (source,) = placeholders
+    forward = nx.descendants(_dataflow(gm), source) | {source}
+    backward = nx.ancestors(_dataflow(gm), result) | {result}
+    return [n for n in nodes if n in forward and n in backward], source, result
+
+
+def _dataflow(gm: fx.GraphModule) -> nx.DiGraph:
+    g = nx.MultiDiGraph()
+    for n in gm.graph.nodes:
+        g.add_node(n)
+        for a in n.all_input_nodes:
+            g.add_edge(a, n)
+    return g
+
+
+def find_cuts(flow: list[fx.Node]) -> list[int]:
+    """Positions in ``flow`` of nodes that no data edge jumps over."""
+    pos = {n: i for i, n in enumerate(flow)}
+    cover = [0] * (len(flow) + 1)
+    for n in flow:
+        for user in n.users:
+            j = pos.get(user)
+            if j is not None and j > pos[n] + 1:
+                cover[pos[n] + 1] += 1
+                cover[j] -= 1
+    cuts, running = [], 0
+    for i in range(len(flow)):
+        running += cover[i]
+        if running == 0:
+            cuts.append(i)
+    return cuts
+
+
+def _is_join(segment: list[fx.Node], start: fx.Node) -> bool:
+    """True when the segment branches from its start and joins again (a residual block)."""
+    inside = set(segment) | {start}
+    for n in segment:
+        tensor_inputs = {a for a in n.all_input_nodes if a in inside and _shape(a) is not None}
+        if len(tensor_inputs) >= 2:
+            return True
+    return False
+
+
+def _has_params(gm: fx.GraphModule, nodes: list[fx.Node]) -> bool:
+    return any(node_parameters(gm, n) for n in nodes) or any(
+        node_parameters(gm, a) for n in nodes for a in n.all_input_nodes if a.op == "get_attr")
+
+
+class _Block:
+    def __init__(self, nodes: list[fx.Node], residual: bool) -> None:
+        self.nodes = nodes
+        self.post: list[fx.Node] = []
+        self.residual = residual
+
+
+def _group(gm: fx.GraphModule, flow: list[fx.Node], cuts: list[int]) -> tuple[list[fx.Node], list[_Block], list[fx.Node]]:
+    """Split the flow into stem, universal blocks (with their post-join ops) and head."""
+    segments = [(flow[cuts[i - 1]], flow[cuts[i - 1] + 1: cuts[i] + 1]) for i in range(1, len(cuts))]
+    residual = [_is_join(seg, start) for start, seg in segments]
+    if not any(residual):
+        kinds = sorted({str(n.target).split(".")[-1] if n.op == "call_module" else getattr(n.target, "__name__", str(n.target))
+                        for _, seg in segments for n in seg if n.op in ("call_module", "call_function")})
+        raise UserError(f"the model has no residual block: its {len(segments)} layers ({', '.join(kinds[:6])}) form "
+                        "one straight chain; archsearch tailors networks with skip connections (ResNet-style)")
+    first = residual.index(True)
+    stem = [n for _, seg in segments[:first] for n in seg]
+    blocks: list[_Block] = []
+    straight: list[fx.Node] = []
+    for i in range(first, len(segments)):
+        seg = segments[i][1]
+        if residual[i]:
+            if straight:
+                blocks.append(_Block(straight, residual=False))
+                straight = []
+            blocks.append(_Block(list(seg), residual=True))
+            continue
+        block = blocks[-1]
+        if not straight and block.residual and _is_post(gm, seg, block):
+            block.post.extend(seg)
+        else:
+            straight.extend(seg)
+    return stem, blocks, straight
+
+
+def _is_post(gm: fx.GraphModule, seg: list[fx.Node], block: _Block) -> bool:
+    """A parameter-free, shape-preserving op right after a join (a trailing activation)."""
+    return not _has_params(gm, seg) and _shape(seg[-1]) == _shape(block.nodes[-1])
+
+
+def _label(nodes: list[fx.Node], fallback: str) -> str:
+    targets = [str(n.target).split(".") for n in nodes if n.op == "call_module"]
+    if not targets:
+        return fallback
+    prefix = targets[0][:-1]
+    for t in targets[1:]:
+        k = 0
+        while k < min(len(prefix), len(t) - 1) and prefix[k] == t[k]:
+            k += 1
+        prefix = prefix[:k]
+    return ".".join(prefix) or fallback
+
+
+def _edge_cost(gm: fx.GraphModule, nodes: list[fx.Node]) -> tuple[int, list[torch.Tensor]]:
+    tensors = [p for n in nodes for p in node_parameters(gm, n)]
+    tensors += [p for n in nodes for a in n.all_input_nodes if a.op == "get_attr" for p in node_parameters(gm, a)]
+    return sum(node_macs(gm, n) for n in nodes), tensors
+
+
+def _classifier(gm: fx.GraphModule, head: list[fx.Node]) -> str | None:
+    for n in reversed(head):
+        if n.op == "call_module" and isinstance(gm.get_submodule(n.target), (nn.Linear, nn.Conv2d)):
+            return str(n.target)
+    return None
+
+
+def build_block_graph(gm: fx.GraphModule, input_shape: Sequence[int]) -> BlockGraph:
+    """Cut a shape-propagated GraphModule into a BlockGraph (no proxies yet)."""
+    flow, source, result = _flow(gm)
+    stem, blocks, head = _group(gm, flow, find_cuts(flow))
+    g = nx.MultiDiGraph()
+    g.add_node(INPUT, index=-1, shape=tuple(input_shape), fx=source.name, pre=source.name, post=[])
+    x0 = stem[-1] if stem else source
+    g.add_node(node_name(0), index=0, shape=_shape(x0), fx=x0.name, pre=x0.name, post=[])
+    all_params: list[torch.Tensor] = []
+
+    def add_edge(u: str, v: str, kind: str, name: str, nodes: list[fx.Node], out: fx.Node, **extra: Any) -> None:
+        macs, tensors = _edge_cost(gm, nodes)
+        all_params.extend(tensors)
+        g.add_edge(u, v, key=kind, kind=kind, name=name, nodes=[n.name for n in nodes], in_node=g.nodes[u]["fx"],
+                   out_node=out.name, in_shape=g.nodes[u]["shape"], out_shape=_shape(out), macs=macs,
+                   params=count_params(tensors), **extra)
+
+    add_edge(INPUT, node_name(0), "stem", _label(stem, "stem"), stem, x0)
+    names: set[str] = set()
+    for index, block in enumerate(blocks, start=1):
+        pre, value = block.nodes[-1], (block.post or block.nodes)[-1]
+        g.add_node(node_name(index), index=index, shape=_shape(value), fx=value.name, pre=pre.name,
+                   post=[n.name for n in block.post])
+        name = _label(block.nodes, f"block{index}")
+        name = name if name not in names else f"{name}#{index}"
+        names.add(name)
+        add_edge(node_name(index - 1), node_name(index), "universal", name, block.nodes, pre, logit=UNIVERSAL_LOGIT)
+    last = node_name(len(blocks))
+    g.add_node(OUTPUT, index=len(blocks) + 1, shape=_shape(result), fx=result.name, pre=result.name, post=[])
+    add_edge(last, OUTPUT, "head", _label(head, "head"), head, result)
+    g.graph.update(total_macs=sum(m for _, _, m in g.edges(data="macs")), total_params=count_params(all_params),
+                   classifier=_classifier(gm, head), input_shape=tuple(input_shape))
+    return BlockGraph(g, gm)
+
+
+def trace(model: nn.Module, input_shape: Sequence[int], leaf_modules: Sequence[str | type] = ()) -> BlockGraph:
+    """Model → BlockGraph: fx trace, shape propagation on one sample, cuts into blocks."""
+    gm = symbolic_trace(model, leaf_modules)
+    propagate_shapes(gm, input_shape)
+    return build_block_graph(gm, input_shape)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 import torch.fx as fx
@@ -141,14 +141,14 @@ def build_module(bg: BlockGraph, mode: str = "student", returns: str = "all") ->
     return fx.GraphModule(em.root, em.graph, "Student" if mode == "student" else "Tailored")
 
 
-def read_gates(bg: BlockGraph, student: fx.GraphModule) -> BlockGraph:
-    """Copy of ``bg`` whose edge logits are the student's trained gate logits."""
+def read_gates(bg: BlockGraph, state: Mapping[str, torch.Tensor]) -> BlockGraph:
+    """Copy of ``bg`` whose edge logits are the trained gate logits in a student's ``state_dict``."""
     out = bg.copy()
     for node in bg.block_nodes():
         edges = bg.in_edges(node)
         if len(edges) < 2:
             continue
-        values = student.get_parameter(gate_target(node)).detach().tolist()
+        values = state[gate_target(node)].detach().tolist()
         for e, v in zip(edges, values):
             out.g.edges[e]["logit"] = float(v)
     return out

@@ -1,0 +1,151 @@
+"""archsearch's command line: parses options, calls the library, prints. Nothing else lives here."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Callable
+
+import click
+
+from archsearch.errors import UserError
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn a UserError into one line on stderr and exit status 2 (a traceback only with --debug)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            if ctx.find_root().params.get("debug"):
+                raise
+            click.echo(f"archsearch: error: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("archsearch: interrupted; run the same command with --resume to continue", err=True)
+            ctx.exit(130)
+    return wrapper
+
+
+def model_options(fn: Callable) -> Callable:
+    """--backbone / --model / --weights / --input-size / --leaf, shared by every command."""
+    fn = click.option("--leaf", "leaf_modules", multiple=True, metavar="NAME",
+                      help="Module class or path fx must not trace into (repeatable).")(fn)
+    fn = click.option("--input-size", metavar="C,H,W", help="Input shape (default: the backbone's own).")(fn)
+    fn = click.option("--weights", metavar="FILE", help="Pre-trained state dict (torchvision layout for ResNet-18/34/50).")(fn)
+    fn = click.option("--model", "model_spec", metavar="FILE.py:FACTORY",
+                      help="Your own model: a Python file and a function returning an nn.Module.")(fn)
+    fn = click.option("--backbone", metavar="NAME", help="A built-in backbone (see `archsearch backbones`).")(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.version_option(package_name="archsearch")
+def main(debug: bool) -> None:
+    """Tailor a pre-trained residual network to a new task by changing its architecture (NetTailor).
+
+    \b
+    archsearch tailor                  the built-in default: ResNet-20 (pre-trained on Fashion-MNIST) → MNIST
+    archsearch inspect --backbone resnet50 --input-size 3,224,224
+    archsearch render runs/<run> -o arch.svg
+    """
+
+
+@main.command()
+@model_options
+@click.option("--data", default="mnist-5k", show_default=True,
+              help="fashion-mnist | mnist-5k | digits | an ImageFolder, IDX folder or .npz path.")
+@click.option("--out", metavar="DIR", help="Run directory (default: runs/<timestamp>).")
+@click.option("--skips", default="3", show_default=True, help="Proxies per block: a number or 'dense'.")
+@click.option("--gamma1", default=0.3, show_default=True, help="Weight of the expected complexity E[C].")
+@click.option("--gamma2", default=10.0, show_default=True, help="Weight of the teacher term Omega.")
+@click.option("--theta", default=0.05, show_default=True, help="Proxies with a gate under this are pruned.")
+@click.option("--tolerance", default=0.5, show_default=True, help="Accuracy points the tailored net may lose.")
+@click.option("--sweep", default="auto", show_default=True,
+              help="Blocks to remove: 'auto' (bisection) or a list like 0,2,4.")
+@click.option("--max-retrains", default=5, show_default=True, help="Most retrainings the auto sweep may run.")
+@click.option("--teacher-epochs", default=3, show_default=True)
+@click.option("--student-epochs", default=4, show_default=True)
+@click.option("--retrain-epochs", default=2, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lr", default=0.01, show_default=True, help="Learning rate of teacher and retraining.")
+@click.option("--student-lr", default=0.05, show_default=True, help="Learning rate of proxies and classifier.")
+@click.option("--gate-lr", default=0.5, show_default=True, help="Learning rate of the gate logits.")
+@click.option("--test-fraction", default=0.2, show_default=True, help="Test share for data without a test split.")
+@click.option("--train-limit", type=int, help="Use at most this many training images (quick runs).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--resume", is_flag=True, help="Continue an interrupted run (same --out and options).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@user_errors
+def tailor(model_spec, quiet, **opts) -> None:
+    """Run the whole method: teacher, student with proxies and gates, pruning sweep, retraining.
+
+    With no options it tailors the built-in ResNet-20 (pre-trained by archsearch on Fashion-MNIST)
+    to the 5,000-image MNIST subset. Writes report.json, tailored.pt and architecture.svg to the
+    run directory.
+    """
+    from archsearch.report import summary
+    from archsearch.tailor import TailorConfig, tailor as run_tailor
+
+    opts["leaf_modules"] = tuple(opts["leaf_modules"])
+    cfg = TailorConfig(model=model_spec, progress=not quiet, **opts)
+    report = run_tailor(cfg, log=lambda m: click.echo(m, err=True))
+    click.echo(summary(report))
+
+
+@main.command()
+@model_options
+@click.option("--skips", help="Also show the candidate proxies for this many skips ('dense' for all).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@user_errors
+def inspect(backbone, model_spec, weights, input_size, leaf_modules, skips, as_json) -> None:
+    """Print the block graph of a network: blocks, shapes, MACs and parameters."""
+    from archsearch.graph.trace import trace
+    from archsearch.inspect import describe, table
+    from archsearch.models import resolve_model
+    from archsearch.passes.insert_proxies import insert_proxies
+
+    source = resolve_model(backbone, model_spec, weights, input_size, require_weights=False)
+    bg = trace(source.model, source.input_shape, leaf_modules)
+    if skips:
+        bg = insert_proxies(bg, skips)
+    desc = describe(bg)
+    click.echo(json.dumps(desc, indent=2) if as_json else table(desc))
+
+
+@main.command()
+@click.option("--backbone", default="resnet20", show_default=True)
+@click.option("--data", default="fashion-mnist", show_default=True)
+@click.option("--epochs", default=6, show_default=True)
+@click.option("--batch-size", default=128, show_default=True)
+@click.option("--lr", default=0.1, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--train-limit", type=int)
+@click.option("-o", "--output", default=None, help="Where to save the weights (default: the package's built-in file).")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--quiet", is_flag=True)
+@user_errors
+def pretrain(backbone, data, epochs, batch_size, lr, seed, train_limit, output, device, quiet) -> None:
+    """Train a backbone from scratch: this is how the built-in default's weights were made."""
+    from archsearch.pretrain import pretrain as run_pretrain
+
+    result = run_pretrain(backbone, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                          train_limit=train_limit, output=output, device=device, progress=not quiet)
+    click.echo(json.dumps(result, indent=2))
+
+
+@main.command("backbones")
+def list_backbones() -> None:
+    """List the built-in backbones and their input sizes."""
+    import backbones
+
+    for name in sorted(backbones.BACKBONES):
+        click.echo(f"{name:16s} input {'x'.join(map(str, backbones.default_input_size(name)))}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

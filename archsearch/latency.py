@@ -1,0 +1,27 @@
+"""Measured latency: original and tailored networks timed side by side, interleaved."""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+@torch.no_grad()
+def interleaved_latency(models: dict[str, Callable[[torch.Tensor], object]], input_shape: tuple[int, ...],
+                        batch: int, repeats: int = 15, warmup: int = 3, device: str = "cpu") -> dict[str, float]:
+    """Median seconds per forward pass of each model; runs alternate so machine noise hits all alike."""
+    x = torch.randn((batch, *input_shape), device=device)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for i in range(warmup + repeats):
+        for name, fn in models.items():
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn(x)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}

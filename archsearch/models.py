@@ -1,0 +1,100 @@
+"""Where the network to tailor comes from: a named backbone or a user's ``FILE.py:FACTORY``."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn as nn
+
+import backbones
+from archsearch.errors import UserError
+
+DEFAULT_BACKBONE = "resnet20"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "resnet20-fashion-mnist.pt"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class SourceModel:
+    """A pre-trained network and how its inputs look."""
+
+    model: nn.Module
+    name: str
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weights: str | None
+
+
+def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
+    """``"3,224,224"`` → (3, 224, 224)."""
+    if text is None:
+        return None
+    try:
+        c, h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--input-size must be C,H,W with three whole numbers (e.g. 3,224,224), not '{text}'") from None
+    if min(c, h, w) < 1:
+        raise UserError(f"--input-size must be positive, not '{text}'")
+    return c, h, w
+
+
+def load_factory(spec: str) -> nn.Module:
+    """Import ``FILE.py:FACTORY`` and call the factory; every failure is a UserError."""
+    if ":" not in spec:
+        raise UserError(f"--model must look like FILE.py:FACTORY (e.g. examples/mynet.py:build), not '{spec}'")
+    file, factory = spec.rsplit(":", 1)
+    path = Path(file)
+    if not path.is_file():
+        raise UserError(f"--model file '{file}' does not exist")
+    module_name = f"archsearch_user_{path.stem}"
+    try:
+        loader_spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[module_name] = module
+        loader_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise UserError(f"--model file '{file}' fails to import: {type(exc).__name__}: {exc}") from exc
+    fn = getattr(module, factory, None)
+    if fn is None or not callable(fn):
+        raise UserError(f"'{file}' has no callable '{factory}'; name a function or class that returns an nn.Module")
+    try:
+        model = fn()
+    except Exception as exc:
+        raise UserError(f"'{spec}' raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise UserError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def resolve_model(backbone: str | None, model_spec: str | None, weights: str | None,
+                  input_size: str | None = None, require_weights: bool = True) -> SourceModel:
+    """The source network: ``--model`` wins over ``--backbone``; with neither, the built-in default.
+
+    ``require_weights=False`` allows an untrained backbone (for looking at structure only)."""
+    size = parse_input_size(input_size)
+    if model_spec:
+        model = load_factory(model_spec)
+        if weights:
+            backbones.load_weights(model, weights, ignore_classifier=True)
+        return SourceModel(model, Path(model_spec.split(":")[0]).stem, size or (3, 224, 224),
+                           IMAGENET_MEAN, IMAGENET_STD, weights)
+    name = backbone or DEFAULT_BACKBONE
+    if weights is None and name == DEFAULT_BACKBONE and require_weights:
+        if not DEFAULT_WEIGHTS.is_file():
+            raise UserError(f"the built-in weights {DEFAULT_WEIGHTS} are missing; run "
+                            "'archsearch pretrain' or pass --weights FILE")
+        weights = str(DEFAULT_WEIGHTS)
+    if weights is None and require_weights:
+        raise UserError(f"--backbone {name} needs --weights FILE (a pre-trained state dict); archsearch "
+                        "downloads nothing")
+    default = backbones.default_input_size(name)
+    shape = size or default
+    model = backbones.get_backbone(name, in_channels=shape[0])
+    if weights is not None:
+        backbones.load_weights(model, weights, ignore_classifier=True)
+    mean, std = backbones.default_normalization(name)
+    return SourceModel(model, name, shape, mean, std, weights)

@@ -1,0 +1,28 @@
+"""The human summary printed at the end of a tailoring run, from its report.json."""
+from __future__ import annotations
+
+
+def _m(n: float) -> str:
+    return f"{n / 1e6:.2f} M"
+
+
+def summary(report: dict) -> str:
+    """A few aligned lines: accuracy, MACs, parameters, blocks and latency, original vs tailored."""
+    lat1 = report["latency_seconds"]["batch1"]
+    lat32 = report["latency_seconds"]["batch32"]
+    mac_ratio = report["original_macs"] / max(report["tailored_macs"], 1)
+    lines = [
+        f"archsearch: {report['backbone']} tailored to {report['dataset']}  ({report['run_dir']})",
+        f"  accuracy     teacher {report['teacher_accuracy']:.2f} %   tailored {report['tailored_accuracy']:.2f} %   "
+        f"({'within' if report['within_tolerance'] else 'NOT within'} {report['tolerance']} points)",
+        f"  MACs         {_m(report['original_macs'])} → {_m(report['tailored_macs'])}  ({mac_ratio:.2f}x fewer)",
+        f"  parameters   {_m(report['original_params'])} → {_m(report['tailored_params'])}  "
+        f"(task-specific {_m(report['task_specific_params'])})",
+        f"  blocks       {report['universal_blocks_kept']} of {report['universal_blocks_total']} universal blocks kept",
+        f"  latency      batch 1: {lat1['original'] * 1e3:.2f} → {lat1['tailored'] * 1e3:.2f} ms   "
+        f"batch 32: {lat32['original'] * 1e3:.1f} → {lat32['tailored'] * 1e3:.1f} ms "
+        f"({lat32['original'] / lat32['tailored']:.2f}x faster)",
+        f"  choice       {report['selection']}",
+        f"  universal blocks unchanged: {report['universal_unchanged']}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""Choosing how many universal blocks to remove: the sweep over k and the final pick.
+
+Accuracy after retraining falls, roughly monotonically, as more blocks are removed, so the sweep is
+a bisection for the largest k within tolerance, started at the number of blocks the student
+already switched off (alpha_l^l < 0.5). It tries at most ``max_tries`` values of k.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass
+class Trial:
+    """One pruned-and-retrained network of the sweep (k = -1 stands for the unpruned student)."""
+
+    k: int
+    accuracy: float
+    macs: int
+    params: int
+    blocks_kept: int
+
+    def as_dict(self) -> dict:
+        return dict(k=self.k, accuracy=self.accuracy, macs=self.macs, params=self.params,
+                    blocks_kept=self.blocks_kept)
+
+
+def bisect_k(first_guess: int, num_blocks: int, is_ok: Callable[[int], bool], max_tries: int) -> None:
+    """Call ``is_ok(k)`` for the ks a bisection for the largest acceptable k needs."""
+    best_ok, first_bad = -1, num_blocks + 1
+    k = min(max(first_guess, 0), num_blocks)
+    for _ in range(max_tries):
+        if is_ok(k):
+            best_ok = k
+        else:
+            first_bad = k
+        if first_bad - best_ok <= 1:
+            return
+        k = (best_ok + first_bad) // 2 if best_ok >= 0 else first_bad // 2
+        if best_ok < 0 and first_bad == 0:
+            return
+
+
+def choose(trials: list[Trial], student: Trial, teacher_accuracy: float, tolerance: float) -> tuple[Trial, str, bool]:
+    """The leanest trial within tolerance of the teacher; else the unpruned student if it is; else
+    the most accurate network tried. Returns (trial, which case happened, within tolerance)."""
+    floor = teacher_accuracy - tolerance
+    ok = [t for t in trials if t.accuracy >= floor]
+    if ok:
+        best = min(ok, key=lambda t: (t.macs, -t.accuracy))
+        return best, f"leanest pruned network within {tolerance} points of the teacher (k={best.k})", True
+    if student.accuracy >= floor:
+        return student, "no pruned network was within tolerance; kept the unpruned student, which is", True
+    best = max(trials + [student], key=lambda t: t.accuracy)
+    return best, (f"no network reached {floor:.2f} % (teacher {teacher_accuracy:.2f} % − {tolerance}); "
+                  f"kept the most accurate one tried (k={best.k})"), False

@@ -1,0 +1,83 @@
+"""The three training stages of NetTailor: teacher fine-tune, student, retrain after pruning."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+from archsearch.complexity import expected_complexity
+from archsearch.graph.blockgraph import BlockGraph
+from archsearch.passes.codegen import gate_tensors
+from archsearch.train.losses import teacher_term
+from archsearch.train.loop import Stage
+
+
+def task_prefixes(bg: BlockGraph) -> tuple[str, ...]:
+    """Module paths of the task-specific parts of a generated student: proxies, gates, classifier."""
+    return ("proxies.", "gates.", bg.g.graph["classifier"] + ".")
+
+
+def is_task_specific(name: str, prefixes: tuple[str, ...]) -> bool:
+    """True for a parameter or module path that belongs to the task, not to the shared blocks."""
+    return (name + ".").startswith(prefixes)
+
+
+def freeze_universal(student: fx.GraphModule, bg: BlockGraph) -> None:
+    """Only task-specific parameters train; universal blocks keep their pre-trained weights."""
+    prefixes = task_prefixes(bg)
+    for name, p in student.named_parameters():
+        p.requires_grad_(is_task_specific(name, prefixes))
+
+
+def student_mode_setter(student: fx.GraphModule, bg: BlockGraph):
+    """``set_mode(on)`` that trains task-specific modules and keeps universal ones in eval mode,
+    so batch-norm statistics of the shared blocks never move."""
+    prefixes = task_prefixes(bg)
+
+    def set_mode(on: bool) -> None:
+        for name, m in student.named_modules():
+            m.training = on and (name == "" or is_task_specific(name, prefixes))
+
+    return set_mode
+
+
+def teacher_stage(teacher: fx.GraphModule, epochs: int, lr: float, checkpoint: Path) -> Stage:
+    """Fine-tune every weight of a copy of the pre-trained network with a new classifier."""
+    def step(x: torch.Tensor, y: torch.Tensor):
+        logits, _ = teacher(x)
+        return F.cross_entropy(logits, y), logits, {}
+
+    params = [p for p in teacher.parameters() if p.requires_grad]
+    return Stage("teacher", teacher, [{"params": params, "lr": lr, "weight_decay": 1e-4}], step, epochs, checkpoint)
+
+
+def student_stage(name: str, student: fx.GraphModule, bg: BlockGraph, teacher: fx.GraphModule, *,
+                  epochs: int, lr: float, gate_lr: float, gamma1: float, gamma2: float,
+                  checkpoint: Path) -> Stage:
+    """Train proxies, gates and classifier on CE + gamma1 * E[C] + gamma2 * Omega."""
+    freeze_universal(student, bg)
+    teacher.eval()
+
+    def step(x: torch.Tensor, y: torch.Tensor):
+        logits, feats = student(x)
+        with torch.no_grad():
+            t_logits, t_feats = teacher(x)
+        ce = F.cross_entropy(logits, y)
+        omega = teacher_term(logits, feats, t_logits, t_feats)
+        loss = ce + gamma2 * omega
+        extra = {"omega": float(omega.detach())}
+        if gamma1:
+            ec = expected_complexity(bg, gate_tensors(bg, student))
+            loss = loss + gamma1 * ec
+            extra["E[C]"] = float(ec.detach())
+        return loss, logits, extra
+
+    gates = [p for n, p in student.named_parameters() if n.startswith("gates.")]
+    others = [p for n, p in student.named_parameters() if p.requires_grad and not n.startswith("gates.")]
+    groups = [{"params": others, "lr": lr, "weight_decay": 1e-4}]
+    if gates:
+        groups.append({"params": gates, "lr": gate_lr, "weight_decay": 0.0})
+    return Stage(name, student, groups, step, epochs, checkpoint, state_prefixes=task_prefixes(bg),
+                 set_mode=student_mode_setter(student, bg))

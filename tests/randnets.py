@@ -1,0 +1,91 @@
+"""Random residual networks for property tests: depth, widths, strides, shortcut kinds, activations."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import strategies as st
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    out_channels: int
+    stride: int
+    projection: bool
+    post_activation: bool
+    bottleneck: bool
+
+
+class RandBlock(nn.Module):
+    def __init__(self, c_in: int, spec: BlockSpec) -> None:
+        super().__init__()
+        c_out = spec.out_channels
+        self.spec = spec
+        mid = max(1, c_out // 2) if spec.bottleneck else c_out
+        if spec.bottleneck:
+            self.body = nn.Sequential(nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
+                                      nn.Conv2d(mid, mid, 3, spec.stride, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
+                                      nn.Conv2d(mid, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        else:
+            self.body = nn.Sequential(nn.Conv2d(c_in, c_out, 3, spec.stride, 1, bias=False), nn.BatchNorm2d(c_out),
+                                      nn.ReLU(), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+        needs = spec.projection or c_in != c_out or spec.stride != 1
+        self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, spec.stride, bias=False), nn.BatchNorm2d(c_out)) if needs else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.shortcut(x) if self.shortcut is not None else x
+        out = self.body(x) + skip
+        return F.relu(out) if self.spec.post_activation else out
+
+
+class RandNet(nn.Module):
+    """A stem, a list of residual blocks and a classifier head: never seen by backbones/."""
+
+    def __init__(self, stem_channels: int, specs: list[BlockSpec], num_classes: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, stem_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(stem_channels), nn.ReLU())
+        blocks, c = [], stem_channels
+        for spec in specs:
+            blocks.append(RandBlock(c, spec))
+            c = spec.out_channels
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def randomize_batchnorm(model: nn.Module, seed: int) -> None:
+    """Give every batch-norm non-trivial statistics and affine terms, so eval mode matters."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+
+
+block_specs = st.builds(BlockSpec, out_channels=st.sampled_from([2, 4, 6, 8]), stride=st.sampled_from([1, 1, 2]),
+                        projection=st.booleans(), post_activation=st.booleans(), bottleneck=st.booleans())
+
+
+@st.composite
+def rand_nets(draw: st.DrawFn) -> RandNet:
+    specs = draw(st.lists(block_specs, min_size=1, max_size=6))
+    stride_budget, kept = 2, []
+    for s in specs:
+        if s.stride == 2:
+            if stride_budget == 0:
+                s = BlockSpec(s.out_channels, 1, s.projection, s.post_activation, s.bottleneck)
+            else:
+                stride_budget -= 1
+        kept.append(s)
+    torch.manual_seed(draw(st.integers(0, 2**16)))
+    net = RandNet(draw(st.sampled_from([2, 4, 8])), kept)
+    randomize_batchnorm(net, draw(st.integers(0, 2**16)))
+    return net.eval()

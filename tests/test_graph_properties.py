@@ -1,0 +1,117 @@
+"""Property tests of the graph core over random residual networks (hypothesis)."""
+from __future__ import annotations
+
+import networkx as nx
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from archsearch.complexity import expected_complexity
+from archsearch.graph.trace import trace
+from archsearch.passes.codegen import build_module, gate_tensors, read_gates
+from archsearch.passes.insert_proxies import insert_proxies
+from archsearch.passes.prune import prune
+from randnets import rand_nets
+
+INPUT = (3, 8, 8)
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _randomize_gates(student: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in student.named_parameters():
+            if name.startswith("gates."):
+                p.copy_(torch.randn(p.shape, generator=g) * 3)
+
+
+def _x(seed: int = 0) -> torch.Tensor:
+    return torch.randn((3, *INPUT), generator=torch.Generator().manual_seed(seed))
+
+
+@SETTINGS
+@given(net=rand_nets())
+def test_blocks_found_and_student_without_proxies_equals_original(net):
+    bg = trace(net, INPUT)
+    assert len(bg.universal()) == len(net.blocks)
+    student = build_module(bg, "student").eval()
+    with torch.no_grad():
+        assert torch.allclose(student(_x())[0], net(_x()), atol=1e-6)
+
+
+@SETTINGS
+@given(net=rand_nets(), skips=st.sampled_from([1, 2, 3, "dense"]), seed=st.integers(0, 1000))
+def test_proxies_switched_off_reproduce_original(net, skips, seed):
+    student_bg = insert_proxies(trace(net, INPUT), skips)
+    student = build_module(student_bg, "student").eval()
+    _randomize_gates(student, seed)
+    trained = read_gates(student_bg, student.state_dict())
+    no_proxies = prune(trained, k=0, theta=1.01)
+    assert not no_proxies.proxies()
+    with torch.no_grad():
+        assert torch.allclose(build_module(no_proxies, "student").eval()(_x())[0], net(_x()), atol=1e-6)
+
+
+@SETTINGS
+@given(net=rand_nets(), skips=st.sampled_from([1, 3, "dense"]), seed=st.integers(0, 1000),
+       k_frac=st.floats(0, 1), theta=st.sampled_from([0.0, 0.05, 0.2]))
+def test_slim_equals_pruned_student_and_stays_connected(net, skips, seed, k_frac, theta):
+    student_bg = insert_proxies(trace(net, INPUT), skips)
+    student = build_module(student_bg, "student")
+    _randomize_gates(student, seed)
+    trained = read_gates(student_bg, student.state_dict())
+    k = round(k_frac * len(trained.universal()))
+    pruned = prune(trained, k=k, theta=theta)
+    assert len(pruned.universal()) <= len(trained.universal()) - k
+    pruned_student = build_module(pruned, "student").eval()
+    slim = build_module(pruned, "slim", returns="logits").eval()
+    with torch.no_grad():
+        assert (pruned_student(_x(seed))[0] - slim(_x(seed))).abs().max() <= 1e-5
+    first, last = "x0", pruned.last
+    for n in pruned.block_nodes():
+        assert nx.has_path(pruned.g, first, n) and nx.has_path(pruned.g, n, last), n
+    for node in pruned.block_nodes():
+        if len(pruned.in_edges(node)) == 1:
+            assert f"gates.{node}" not in dict(slim.named_parameters())
+    assert not any(n.startswith("gates") for n, _ in slim.named_parameters())
+
+
+def _direct_expected_complexity(bg, alpha) -> float:
+    """Loop-by-loop evaluation of DESIGN.md's E[C] formula, written independently."""
+    gated = [(u, v, k) for u, v, k in bg.g.edges(keys=True) if k in ("universal", "proxy")]
+    total = 0.0
+    for (s, d, k) in gated:
+        r_e = 1.0 - float(alpha[(s, d, k)])
+        p_in = 0.0
+        if s != "x0":
+            p_in = 1.0
+            entering = [(u, v, kk) for (u, v, kk) in gated if v == s]
+            for e in entering:
+                p_in *= 1.0 - float(alpha[e])
+            if not entering:
+                p_in = 0.0
+        p_out = 0.0
+        if d != bg.last:
+            p_out = 1.0
+            leaving = [(u, v, kk) for (u, v, kk) in gated if u == d]
+            for e in leaving:
+                p_out *= 1.0 - float(alpha[e])
+            if not leaving:
+                p_out = 0.0
+        c_e = bg.g.edges[s, d, k]["macs"] / bg.g.graph["total_macs"]
+        total += c_e * (1.0 - r_e - p_in - p_out)
+    return total
+
+
+@SETTINGS
+@given(net=rand_nets(), skips=st.sampled_from([1, 3, "dense"]), seed=st.integers(0, 1000))
+def test_expected_complexity_matches_direct_formula_and_is_differentiable(net, skips, seed):
+    bg = insert_proxies(trace(net, INPUT), skips)
+    student = build_module(bg, "student")
+    _randomize_gates(student, seed)
+    alpha = gate_tensors(bg, student)
+    value = expected_complexity(bg, alpha)
+    assert abs(float(value.detach()) - _direct_expected_complexity(bg, alpha)) < 1e-5
+    value.backward()
+    grads = [p.grad for n, p in student.named_parameters() if n.startswith("gates.")]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)

@@ -23,6 +23,7 @@ from archsearch.data import load_task_data
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph
 from archsearch.graph.classifier import replace_classifier
+from archsearch.graph.serialize import ARCHITECTURE_ATTR, architecture_dict
 from archsearch.graph.trace import trace
 from archsearch.io.atomic import atomic_torch_save, atomic_write_json
 from archsearch.io.checkpoint import load_checkpoint
@@ -265,6 +266,9 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
     latency = {f"batch{b}": interleaved_latency({"original": original_module, "tailored": slim}, source.input_shape, b,
                                                 device=device) for b in (1, 32)}
 
+    arch = architecture_dict(trained_bg, final_bg, name=f"{source.name} → {data.name}")
+    setattr(slim, ARCHITECTURE_ATTR, json.dumps(arch, sort_keys=True))
+    atomic_write_json(run.path / "architecture.json", arch)
     atomic_torch_save(slim, run.path / "tailored.pt")
     report = {
         "backbone": source.name, "weights": source.weights, "dataset": data.name, "num_classes": data.num_classes,

@@ -16,6 +16,7 @@ class BlockSpec:
     projection: bool
     post_activation: bool
     bottleneck: bool
+    preact: bool = False
 
 
 class RandBlock(nn.Module):
@@ -33,8 +34,14 @@ class RandBlock(nn.Module):
                                       nn.ReLU(), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
         needs = spec.projection or c_in != c_out or spec.stride != 1
         self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, spec.stride, bias=False), nn.BatchNorm2d(c_out)) if needs else None
+        self.pre = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU()) if spec.preact else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre is not None:  # pre-activation: a projection reads the activated input
+            x_act = self.pre(x)
+            skip = self.shortcut(x_act) if self.shortcut is not None else x
+            out = self.body(x_act) + skip
+            return F.relu(out) if self.spec.post_activation else out
         skip = self.shortcut(x) if self.shortcut is not None else x
         out = self.body(x) + skip
         return F.relu(out) if self.spec.post_activation else out
@@ -71,7 +78,8 @@ def randomize_batchnorm(model: nn.Module, seed: int) -> None:
 
 
 block_specs = st.builds(BlockSpec, out_channels=st.sampled_from([2, 4, 6, 8]), stride=st.sampled_from([1, 1, 2]),
-                        projection=st.booleans(), post_activation=st.booleans(), bottleneck=st.booleans())
+                        projection=st.booleans(), post_activation=st.booleans(), bottleneck=st.booleans(),
+                        preact=st.booleans())
 
 
 @st.composite
@@ -81,7 +89,7 @@ def rand_nets(draw: st.DrawFn) -> RandNet:
     for s in specs:
         if s.stride == 2:
             if stride_budget == 0:
-                s = BlockSpec(s.out_channels, 1, s.projection, s.post_activation, s.bottleneck)
+                s = BlockSpec(s.out_channels, 1, s.projection, s.post_activation, s.bottleneck, s.preact)
             else:
                 stride_budget -= 1
         kept.append(s)

@@ -151,7 +151,12 @@ class _Block:
 
 
 def _group(gm: fx.GraphModule, flow: list[fx.Node], cuts: list[int]) -> tuple[list[fx.Node], list[_Block], list[fx.Node]]:
-    """Split the flow into stem, universal blocks (with their post-join ops) and head."""
+    """Split the flow into stem, universal blocks (with their post-join ops) and head.
+
+    A straight run between two residual blocks becomes a universal block of its own when it does
+    real work (convolutions or linear layers, e.g. a MobileNet-style downsampling block); a run of
+    free operations (a pre-activation block's leading BN-ReLU) joins the residual block after it.
+    """
     segments = [(flow[cuts[i - 1]], flow[cuts[i - 1] + 1: cuts[i] + 1]) for i in range(1, len(cuts))]
     residual = [_is_join(seg, start) for start, seg in segments]
     if not any(residual):
@@ -166,10 +171,11 @@ def _group(gm: fx.GraphModule, flow: list[fx.Node], cuts: list[int]) -> tuple[li
     for i in range(first, len(segments)):
         seg = segments[i][1]
         if residual[i]:
-            if straight:
+            if straight and any(node_macs(gm, n) for n in straight):
                 blocks.append(_Block(straight, residual=False))
                 straight = []
-            blocks.append(_Block(list(seg), residual=True))
+            blocks.append(_Block(straight + list(seg), residual=True))
+            straight = []
             continue
         block = blocks[-1]
         if not straight and block.residual and _is_post(gm, seg, block):

@@ -2,10 +2,11 @@
 
 1. Drop proxies whose gate alpha is under ``theta``.
 2. Drop the ``k`` universal blocks with the lowest alpha.
-3. Repeat until nothing changes: a node other than x_L with no live outgoing edge kills its
-   incoming edges (output exclusion); a node that is still read but has lost every input keeps its
-   highest-gated proxy, even one under ``theta``, so x_0 stays connected to x_L (this is what
-   stands in for input exclusion, which would otherwise cut the network in two).
+3. Repeat until nothing changes: a node that is still read (or is x_L) but has lost every input
+   keeps its highest-gated proxy, even one under ``theta``, so x_0 stays connected to x_L (this
+   stands in for input exclusion, which would otherwise cut the network in two); then a node other
+   than x_L with no live outgoing edge kills its incoming edges (output exclusion). Restoring
+   inputs first keeps one removed block from emptying every node before it.
 Nodes left with no edge are removed. Gate logits of the survivors are kept; alphas are then the
 softmax over the live edges only.
 """
@@ -29,11 +30,6 @@ def prune(bg: BlockGraph, k: int, theta: float = 0.05) -> BlockGraph:
     changed = True
     while changed:
         changed = False
-        for n in reversed(order[1:-1]):
-            ins = [e for e in bg.in_edges(n) if live(e)]
-            if ins and not any(live(e) for e in bg.out_edges(n)):
-                dead |= set(ins)
-                changed = True
         for n in reversed(order[1:]):
             read = n == bg.last or any(live(e) for e in bg.out_edges(n))
             if read and not any(live(e) for e in bg.in_edges(n)):
@@ -42,6 +38,11 @@ def prune(bg: BlockGraph, k: int, theta: float = 0.05) -> BlockGraph:
                     raise UserError(f"node {n} lost every input and has no proxy to keep it connected; "
                                     "use --skips 1 or more")
                 dead.discard(max(candidates, key=lambda e: alpha[e]))
+                changed = True
+        for n in reversed(order[1:-1]):
+            ins = [e for e in bg.in_edges(n) if live(e)]
+            if ins and not any(live(e) for e in bg.out_edges(n)):
+                dead |= set(ins)
                 changed = True
     out = bg.copy()
     out.g.remove_edges_from(dead)

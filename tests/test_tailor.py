@@ -1,0 +1,111 @@
+"""End-to-end tailoring on tiny configurations, through the same code path users take."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from archsearch.tailor import TailorConfig, tailor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A plain nn.Module written here, not taken from backbones/: archsearch has never seen it.
+USER_MODEL = '''
+import torch, torch.nn as nn, torch.nn.functional as F
+
+class Block(nn.Module):
+    def __init__(self, c, stride=1):
+        super().__init__()
+        self.a = nn.Conv2d(c if stride == 1 else c // 2, c, 3, stride, 1, bias=False)
+        self.na = nn.BatchNorm2d(c)
+        self.b = nn.Conv2d(c, c, 3, 1, 1, bias=False)
+        self.nb = nn.BatchNorm2d(c)
+        self.down = nn.Conv2d(c // 2, c, 1, stride, bias=False) if stride != 1 else None
+
+    def forward(self, x):
+        y = self.nb(self.b(F.relu(self.na(self.a(x)))))
+        return F.relu(y + (self.down(x) if self.down is not None else x))
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.body = nn.Sequential(Block(8), Block(8), Block(16, 2), Block(16))
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.out(torch.flatten(F.adaptive_avg_pool2d(self.body(self.stem(x)), 1), 1))
+
+def build():
+    torch.manual_seed(0)
+    return Tiny()
+'''
+
+
+def _tiny_data(path: Path) -> Path:
+    """Three separable classes of 12x12 images: bright top, bright left, dark."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 60, size=(300, 12, 12), dtype=np.uint8)
+    y = np.arange(300) % 3
+    x[y == 0, :4] += 150
+    x[y == 1, :, :4] += 150
+    np.savez(path, x=x, y=y)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[dict, Path]:
+    tmp = tmp_path_factory.mktemp("tailor")
+    (tmp / "tiny.py").write_text(USER_MODEL)
+    cfg = TailorConfig(model=f"{tmp / 'tiny.py'}:build", input_size="3,12,12", data=str(_tiny_data(tmp / "d.npz")),
+                       out=str(tmp / "run"), teacher_epochs=1, student_epochs=1, retrain_epochs=1, sweep="0,2",
+                       batch_size=32, progress=False)
+    return tailor(cfg, log=lambda m: None), tmp / "run"
+
+
+def test_user_model_tailors_end_to_end(tiny_run):
+    report, run = tiny_run
+    for key in ("backbone", "dataset", "teacher_accuracy", "tailored_accuracy", "original_macs", "tailored_macs",
+                "original_params", "tailored_params", "task_specific_params", "universal_blocks_total",
+                "universal_blocks_kept", "sweep", "within_tolerance"):
+        assert key in report, key
+    assert report["universal_blocks_total"] == 4
+    assert [t["k"] for t in report["sweep"]] == [0, 2]
+    assert report["universal_unchanged"] is True
+    assert report["slim_vs_pruned_student_max_abs_diff"] <= 1e-5
+    on_disk = json.loads((run / "report.json").read_text())
+    assert on_disk["tailored_macs"] == report["tailored_macs"]
+    assert (run / "architecture.json").exists()
+
+
+def test_tailored_module_loads_without_archsearch(tiny_run):
+    _, run = tiny_run
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('archsearch', 'backbones'):\n"
+        "            raise ImportError('archsearch must not be imported: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import torch\n"
+        f"m = torch.load({str(run / 'tailored.pt')!r}, weights_only=False)\n"
+        "print(tuple(m(torch.zeros(2, 3, 12, 12)).shape))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(2, 3)"
+
+
+def test_resume_finished_run_reuses_checkpoints(tiny_run, tmp_path):
+    report, run = tiny_run
+    cfg = TailorConfig(model=report["config"]["model"], input_size="3,12,12", data=report["config"]["data"],
+                       out=str(run), teacher_epochs=1, student_epochs=1, retrain_epochs=1, sweep="0,2",
+                       batch_size=32, progress=False, resume=True)
+    again = tailor(cfg, log=lambda m: None)
+    assert again["teacher_accuracy"] == report["teacher_accuracy"]
+    assert [t["accuracy"] for t in again["sweep"]] == [t["accuracy"] for t in report["sweep"]]

@@ -73,7 +73,8 @@ def main(debug: bool) -> None:
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", default=0.01, show_default=True, help="Learning rate of teacher and retraining.")
 @click.option("--student-lr", default=0.05, show_default=True, help="Learning rate of proxies and classifier.")
-@click.option("--gate-lr", default=0.5, show_default=True, help="Learning rate of the gate logits.")
+@click.option("--gate-lr", default=0.05, show_default=True,
+              help="Learning rate of the gate logits (larger values saturate the softmax before proxies learn).")
 @click.option("--test-fraction", default=0.2, show_default=True, help="Test share for data without a test split.")
 @click.option("--train-limit", type=int, help="Use at most this many training images (quick runs).")
 @click.option("--seed", default=0, show_default=True)

@@ -64,7 +64,7 @@ class TailorConfig:
     batch_size: int = 64
     lr: float = 0.01
     student_lr: float = 0.05
-    gate_lr: float = 0.5
+    gate_lr: float = 0.05
     test_fraction: float = 0.2
     train_limit: int | None = None
     seed: int = 0

@@ -139,6 +139,37 @@ def pretrain(backbone, data, epochs, batch_size, lr, seed, train_limit, output, 
     click.echo(json.dumps(result, indent=2))
 
 
+@main.command()
+@click.option("--universal", required=True, metavar="FILE", help="universal.pt written by a tailoring run.")
+@click.option("--task", "packs", multiple=True, required=True, metavar="PACK", help="A task.pack (repeatable).")
+@click.option("--top", default=3, show_default=True, help="How many classes to print.")
+@click.argument("images", nargs=-1, required=True)
+@user_errors
+def predict(universal, packs, top, images) -> None:
+    """Classify images with several tailored tasks that share one set of universal blocks."""
+    from archsearch.packs import image_files, predict as run_predict
+    from archsearch.runtime import load_tasks
+
+    tasks = load_tasks(universal, list(packs))
+    for line in run_predict(tasks, image_files(list(images)), top):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("universal", type=click.Path())
+@click.argument("packs", nargs=-1, required=True, type=click.Path())
+@user_errors
+def packs(universal, packs) -> None:
+    """Table of task packs: new parameters, bytes, MACs, accuracy, and memory against fine-tuned copies."""
+    from pathlib import Path
+
+    from archsearch.packs import pack_table
+    from archsearch.runtime import load_tasks
+
+    tasks = load_tasks(universal, list(packs))
+    click.echo(pack_table(Path(universal), tasks, [Path(p) for p in packs]))
+
+
 @main.command("backbones")
 def list_backbones() -> None:
     """List the built-in backbones and their input sizes."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from archsearch.graph.classifier import replace_classifier
 from archsearch.graph.serialize import ARCHITECTURE_ATTR, architecture_dict
 from archsearch.graph.trace import trace
 from archsearch.io.atomic import atomic_torch_save, atomic_write_json
-from archsearch.io.checkpoint import load_checkpoint
+from archsearch.io.pack import tensor_digest, write_pack, write_universal
 from archsearch.latency import interleaved_latency
 from archsearch.models import resolve_model
 from archsearch.passes.codegen import alphas, build_module, read_gates
@@ -145,17 +144,6 @@ def _default_out(resume: bool) -> Path:
     return runs / time.strftime("%Y%m%d-%H%M%S")
 
 
-def universal_digest(bg: BlockGraph) -> str:
-    """SHA-256 of every pre-trained tensor (parameters and buffers) outside the task classifier."""
-    classifier = bg.g.graph["classifier"] + "."
-    h = hashlib.sha256()
-    for name, t in sorted(bg.gm.state_dict().items()):
-        if not (name + ".").startswith(classifier) and not name.startswith(classifier):
-            h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def _loaders(cfg: TailorConfig, data) -> tuple[DataLoader, DataLoader]:
     g = torch.Generator().manual_seed(cfg.seed)
     train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=len(data.train) > cfg.batch_size,
@@ -182,6 +170,7 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
     source = resolve_model(cfg.backbone, cfg.model, cfg.weights, cfg.input_size)
     data = load_task_data(cfg.data, input_size=source.input_shape, mean=source.mean, std=source.std,
                           seed=cfg.seed, test_fraction=cfg.test_fraction, train_limit=cfg.train_limit)
+    bg = replace_classifier(trace(source.model, source.input_shape, cfg.leaf_modules), data.num_classes)
     run = RunDir(cfg)
     log(f"run directory: {run.path}")
     log(f"data: {data.name}: {len(data.train)} train / {len(data.test)} test images, {data.num_classes} classes")
@@ -189,9 +178,8 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
     clock = time.perf_counter()
     device = cfg.device
 
-    original = trace(source.model, source.input_shape, cfg.leaf_modules)
-    bg = replace_classifier(original, data.num_classes)
-    digest_before = universal_digest(bg)
+    classifier = bg.g.graph["classifier"]
+    digest_before = tensor_digest(bg.gm, skip=(classifier + ".",))
     train_loader, test_loader = _loaders(cfg, data)
     bg.gm.to(device)
 
@@ -204,7 +192,6 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
     timings["teacher"] = time.perf_counter() - clock
     log(f"teacher (fine-tuned {source.name}): {teacher_accuracy:.2f} %")
 
-    classifier = bg.g.graph["classifier"]
     bg.gm.get_submodule(classifier).load_state_dict(teacher.get_submodule(classifier).state_dict())
     student_bg = insert_proxies(bg, cfg.skips)
     student = build_module(student_bg, "student", "all").to(device)
@@ -261,7 +248,7 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
     with torch.no_grad():
         probe = next(iter(test_loader))[0][:8].to(device)
         slim_error = float((slim(probe) - pruned_student(probe)[0]).abs().max())
-    digest_after = universal_digest(bg)
+    digest_after = tensor_digest(bg.gm, skip=(classifier + ".",))
     original_module = build_module(teacher_bg, "slim", "logits").eval()
     latency = {f"batch{b}": interleaved_latency({"original": original_module, "tailored": slim}, source.input_shape, b,
                                                 device=device) for b in (1, 32)}
@@ -287,6 +274,14 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
         "slim_vs_pruned_student_max_abs_diff": slim_error,
         "latency_seconds": latency, "stage_seconds": timings, "config": cfg.comparable(),
     }
+    universal_sha256 = write_universal(bg.gm, classifier, run.path / "universal.pt")
+    summary_keys = ("backbone", "dataset", "teacher_accuracy", "tailored_accuracy", "original_macs", "tailored_macs",
+                    "original_params", "tailored_params", "task_specific_params")
+    report["task_pack_bytes"] = write_pack(
+        slim, bg.gm, classifier, universal_sha256, run.path / "task.pack",
+        {"name": data.name, "classes": list(data.classes), "input_shape": list(source.input_shape),
+         "mean": list(source.mean), "std": list(source.std), "report": {k: report[k] for k in summary_keys}})
+    report["universal_bytes"] = (run.path / "universal.pt").stat().st_size
     atomic_write_json(run.path / "report.json", report)
     report["run_dir"] = str(run.path)
     return report

@@ -109,3 +109,28 @@ def test_resume_finished_run_reuses_checkpoints(tiny_run, tmp_path):
     again = tailor(cfg, log=lambda m: None)
     assert again["teacher_accuracy"] == report["teacher_accuracy"]
     assert [t["accuracy"] for t in again["sweep"]] == [t["accuracy"] for t in report["sweep"]]
+
+
+def test_task_pack_shares_universal_blocks_and_predicts_like_tailored(tiny_run):
+    from archsearch import load_tasks
+
+    report, run = tiny_run
+    (task,) = load_tasks(run / "universal.pt", [run / "task.pack"])
+    tailored = torch.load(run / "tailored.pt", weights_only=False).eval()
+    x = torch.randn(4, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(task(x), tailored(x))
+    assert report["task_pack_bytes"] < report["universal_bytes"]
+
+
+def test_two_packs_share_one_copy_of_universal_tensors(tiny_run):
+    from archsearch import load_tasks
+
+    _, run = tiny_run
+    a, b = load_tasks(run / "universal.pt", [run / "task.pack", run / "task.pack"])
+    shared_a = {p.data_ptr() for n, p in a.module.named_parameters() if not n.startswith(("proxies", "out"))}
+    shared_b = {p.data_ptr() for n, p in b.module.named_parameters() if not n.startswith(("proxies", "out"))}
+    assert shared_a and shared_a == shared_b
+    task_a = {p.data_ptr() for n, p in a.module.named_parameters() if n.startswith("proxies")}
+    task_b = {p.data_ptr() for n, p in b.module.named_parameters() if n.startswith("proxies")}
+    assert not (task_a & task_b)

@@ -82,6 +82,9 @@ def load_task_data(spec: str, *, input_size: tuple[int, int, int],
     raw = open_source(spec)
     if len(raw.train) == 0:
         raise UserError(f"{raw.source} holds no training images; give a data set with images")
+    if raw.test is not None and len(raw.test) == 0:
+        raise UserError(f"{raw.source} has an empty test set; add test images or remove it so "
+                        f"that the data is split by --test-fraction")
     if raw.test is None:
         if len(raw.train) < 2:
             raise UserError(f"{raw.source} holds {len(raw.train)} image; too few to split into "

@@ -25,7 +25,7 @@ UNIVERSAL_LOGIT = 2.0
 class _Tracer(fx.Tracer):
     """fx tracer that honours user leaf modules and remembers which module a failure came from."""
 
-    def __init__(self, leaf_modules: Sequence[str | type]) -> None:
+    def __init__(self, leaf_modules: Sequence[str | type] = ()) -> None:
         super().__init__()
         self.leaf_modules = tuple(leaf_modules)
 
@@ -59,6 +59,7 @@ def symbolic_trace(model: nn.Module, leaf_modules: Sequence[str | type] = ()) ->
                 "opaque layer" if path else "rewrite the data-dependent part or move it into a submodule "
                 "and mark that a leaf")
         raise UserError(f"torch.fx cannot trace {where}: {reason}; {hint}") from exc
+    graph._tracer_cls = None  # saved modules must unpickle with plain torch, not this tracer
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 

@@ -69,6 +69,7 @@ def propagate_shapes(gm: fx.GraphModule, input_shape: Sequence[int]) -> None:
     gm.eval()
     try:
         with torch.no_grad():
+            gm(torch.zeros((1, *input_shape)))  # a plain run first: ShapeProp prints its own traceback
             ShapeProp(gm).propagate(torch.zeros((1, *input_shape)))
     except Exception as exc:
         raise UserError(

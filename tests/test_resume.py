@@ -1,0 +1,51 @@
+"""SIGKILL a real tailoring run inside each stage, then --resume it to completion."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinytask import USER_MODEL, tiny_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _args(tmp: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "archsearch", "tailor", "--model", f"{tmp / 'tiny.py'}:build", "--input-size",
+            "3,12,12", "--data", str(tmp / "d.npz"), "--out", str(out), "--quiet", "--teacher-epochs", "12",
+            "--student-epochs", "12", "--retrain-epochs", "12", "--sweep", "1,3", "--batch-size", "16"]
+
+
+@pytest.mark.parametrize("stage", ["teacher", "student", "retrain-k1"])
+def test_sigkill_in_stage_then_resume_completes(tmp_path, stage):
+    (tmp_path / "tiny.py").write_text(USER_MODEL)
+    tiny_data(tmp_path / "d.npz")
+    out = tmp_path / "run"
+    ckpt = out / "checkpoints" / f"{stage}.pt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(_args(tmp_path, out), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    state = torch.load(ckpt, weights_only=False)
+    assert not state["done"], f"killed after {stage} had finished"
+    for f in (out / "checkpoints").glob("*.pt"):
+        torch.load(f, weights_only=False)  # no checkpoint is truncated
+    assert not (out / "report.json").exists()
+    done = subprocess.run(_args(tmp_path, out) + ["--resume"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert [t["k"] for t in report["sweep"]] == [1, 3]
+    assert {"teacher_accuracy", "tailored_accuracy", "tailored_macs", "within_tolerance"} <= set(report)
+    assert torch.load(ckpt, weights_only=False)["done"]

@@ -71,8 +71,8 @@ def main(debug: bool) -> None:
 @click.option("--student-epochs", default=4, show_default=True)
 @click.option("--retrain-epochs", default=2, show_default=True)
 @click.option("--batch-size", default=64, show_default=True)
-@click.option("--lr", default=0.01, show_default=True, help="Learning rate of teacher and retraining.")
-@click.option("--student-lr", default=0.05, show_default=True, help="Learning rate of proxies and classifier.")
+@click.option("--lr", default=0.01, show_default=True, help="Learning rate of the teacher's fine-tuning.")
+@click.option("--student-lr", default=0.05, show_default=True, help="Learning rate of proxies and classifier (student and retraining).")
 @click.option("--gate-lr", default=0.05, show_default=True,
               help="Learning rate of the gate logits (larger values saturate the softmax before proxies learn).")
 @click.option("--test-fraction", default=0.2, show_default=True, help="Test share for data without a test split.")

@@ -50,7 +50,7 @@ def choose(trials: list[Trial], student: Trial, teacher_accuracy: float, toleran
         best = min(ok, key=lambda t: (t.macs, -t.accuracy))
         return best, f"leanest pruned network within {tolerance} points of the teacher (k={best.k})", True
     if student.accuracy >= floor:
-        return student, "no pruned network was within tolerance; kept the unpruned student, which is", True
+        return student, "no pruned network was within tolerance; kept the unpruned student, which is within it", True
     best = max(trials + [student], key=lambda t: t.accuracy)
     return best, (f"no network reached {floor:.2f} % (teacher {teacher_accuracy:.2f} % − {tolerance}); "
                   f"kept the most accurate one tried (k={best.k})"), False

@@ -215,7 +215,7 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
         student.load_state_dict(trained_state, strict=False)
         pruned = prune(trained_bg, k, cfg.theta)
         retrained = build_module(pruned, "student", "all").to(device)
-        run_stage(student_stage(f"retrain k={k}", retrained, pruned, teacher, epochs=cfg.retrain_epochs, lr=cfg.lr,
+        run_stage(student_stage(f"retrain k={k}", retrained, pruned, teacher, epochs=cfg.retrain_epochs, lr=cfg.student_lr,
                                 gate_lr=cfg.gate_lr, gamma1=0.0, gamma2=cfg.gamma2, checkpoint=run.ckpt(f"retrain-k{k}")),
                   train_loader, device, resume=True, progress=cfg.progress, seed=cfg.seed)
         retrained.eval()

@@ -1,0 +1,23 @@
+# make install: everything a fresh machine lacks; make test: the test suite.
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+
+.PHONY: install system-deps test bench
+
+install: system-deps
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
+	$(PIP) install -e ".[dev]"
+
+# Graphviz's dot (for pictures) and Fashion-MNIST come from Debian; installed only when root.
+system-deps:
+	@if [ "$$(id -u)" = "0" ] && { ! command -v dot >/dev/null || [ ! -d /usr/share/datasets/fashion-mnist ]; }; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz dataset-fashion-mnist; \
+	elif ! command -v dot >/dev/null; then \
+		echo "note: run 'sudo apt-get install graphviz dataset-fashion-mnist' for pictures and Fashion-MNIST"; \
+	fi
+
+test:
+	$(PYTHON) -m pytest -q
+
+bench:
+	$(PYTHON) benchmarks/slim_speed.py

@@ -170,6 +170,44 @@ def packs(universal, packs) -> None:
     click.echo(pack_table(Path(universal), tasks, [Path(p) for p in packs]))
 
 
+@main.command("render")
+@click.argument("targets", nargs=-1, metavar="[TARGET]...")
+@click.option("-o", "--out", default="architecture.svg", show_default=True, metavar="FILE",
+              help="Picture file: .svg, .png, .pdf, or .dot (needs no Graphviz).")
+@click.option("--show-removed", is_flag=True, help="Draw removed blocks faded instead of hiding them.")
+@click.option("--row-blocks", type=int, default=None, metavar="N",
+              help="Universal blocks per row (default: whole stages, at most 10; 0: one row).")
+@click.option("--compact", is_flag=True, help="Leave tensor shapes out of block labels.")
+@model_options
+@click.option("--skips", default="3", show_default=True, help="With --backbone/--model: proxies per block.")
+@user_errors
+def render_cmd(targets, out, show_removed, row_blocks, compact, backbone, model_spec, weights, input_size,
+               leaf_modules, skips) -> None:
+    """Draw tailored architectures like Fig. 4 of the paper; several TARGETs are stacked block by block.
+
+    TARGET is a run directory, an architecture.json or a tailored .pt. With --backbone/--model and no
+    TARGET it draws the untrained student: every candidate proxy, gates at their initial values.
+    """
+    from archsearch.errors import UserError as _UserError
+    from archsearch.graph.serialize import architecture_dict
+    from archsearch.graph.trace import trace
+    from archsearch.models import resolve_model
+    from archsearch.passes.insert_proxies import insert_proxies
+    from archsearch.render import load_architecture, render, stack_dot, to_dot
+
+    if targets:
+        archs = [load_architecture(t) for t in targets]
+    elif backbone or model_spec:
+        source = resolve_model(backbone, model_spec, weights, input_size, require_weights=False)
+        bg = insert_proxies(trace(source.model, source.input_shape, leaf_modules), skips)
+        archs = [architecture_dict(bg, None, f"{source.name} student (--skips {skips})")]
+    else:
+        raise _UserError("give a TARGET (run directory, architecture.json or tailored .pt) or --backbone/--model")
+    kw = dict(show_removed=show_removed, row_blocks=row_blocks, labels="compact" if compact else "full")
+    dot = to_dot(archs[0], **kw) if len(archs) == 1 else stack_dot(archs, **kw)
+    click.echo(render(dot, out))
+
+
 @main.command("backbones")
 def list_backbones() -> None:
     """List the built-in backbones and their input sizes."""

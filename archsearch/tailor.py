@@ -31,6 +31,7 @@ from archsearch.models import resolve_model
 from archsearch.passes.codegen import alphas, build_module, read_gates
 from archsearch.passes.insert_proxies import insert_proxies, parse_skips
 from archsearch.passes.prune import prune, removed_blocks
+from archsearch.render import render, to_dot
 from archsearch.select import Trial, bisect_k, choose
 from archsearch.train.loop import evaluate, run_stage
 from archsearch.train.stages import student_stage, task_prefixes, teacher_stage
@@ -256,6 +257,11 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
     arch = architecture_dict(trained_bg, final_bg, name=f"{source.name} → {data.name}")
     setattr(slim, ARCHITECTURE_ATTR, json.dumps(arch, sort_keys=True))
     atomic_write_json(run.path / "architecture.json", arch)
+    try:
+        render(to_dot(arch), run.path / "architecture.svg")
+    except UserError as exc:  # no Graphviz here: keep the run, leave the DOT text
+        render(to_dot(arch), run.path / "architecture.dot")
+        log(f"note: {exc}")
     atomic_torch_save(slim, run.path / "tailored.pt")
     report = {
         "backbone": source.name, "weights": source.weights, "dataset": data.name, "num_classes": data.num_classes,

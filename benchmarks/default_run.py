@@ -1,0 +1,57 @@
+"""Wall time of the built-in default, `archsearch tailor` with no options, end to end.
+
+    python benchmarks/default_run.py [--out DIR]
+
+Writes docs/benchmarks/default_run.md with the time, the machine and the run's headline figures.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=None, help="run directory (default: a temporary one)")
+    ap.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks" / "default_run.md"))
+    args = ap.parse_args()
+    out = Path(args.out or tempfile.mkdtemp(prefix="archsearch-default-")) / "run"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "archsearch", "tailor", "--quiet", "--out", str(out)], check=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    seconds = time.perf_counter() - start
+    r = json.loads((out / "report.json").read_text())
+    lines = [
+        "# The built-in default run", "",
+        "Command: `python benchmarks/default_run.py` (runs `archsearch tailor` with no options)  ",
+        f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__}", "",
+        f"Wall time: **{seconds / 60:.1f} min** ({seconds:.0f} s; stages: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in r["stage_seconds"].items()) + ")", "",
+        "| | teacher (fine-tuned) | tailored |", "|---|---|---|",
+        f"| accuracy on {r['dataset']} | {r['teacher_accuracy']:.2f} % | {r['tailored_accuracy']:.2f} % |",
+        f"| MACs | {r['original_macs'] / 1e6:.2f} M | {r['tailored_macs'] / 1e6:.2f} M |",
+        f"| parameters | {r['original_params']:,} | {r['tailored_params']:,} |",
+        f"| universal blocks | {r['universal_blocks_total']} | {r['universal_blocks_kept']} |", "",
+        f"Within tolerance: {r['within_tolerance']} ({r['selection']}).", "",
+        "Sweep: " + "; ".join(f"k={t['k']}: {t['accuracy']:.2f} %, {t['macs'] / 1e6:.2f} M MACs" for t in r["sweep"]),
+    ]
+    Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.doc).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

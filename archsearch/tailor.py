@@ -164,6 +164,95 @@ def task_specific_params(bg: BlockGraph) -> int:
     return head + gates + sum(bg.edge(e)["params"] for e in bg.proxies())
 
 
+class _Pipeline:
+    """The stages of one run, sharing its data loaders, teacher and checkpoints."""
+
+    def __init__(self, cfg: TailorConfig, run: RunDir, bg: BlockGraph, data, log: Callable[[str], None]) -> None:
+        self.cfg, self.run, self.bg, self.log = cfg, run, bg, log
+        self.device = cfg.device
+        self.train_loader, self.test_loader = _loaders(cfg, data)
+        self.timings: dict[str, float] = {}
+        self.trials: dict[int, tuple[Trial, BlockGraph, dict]] = {}
+        bg.gm.to(self.device)
+
+    def _fit(self, stage) -> None:
+        run_stage(stage, self.train_loader, self.device, resume=True, progress=self.cfg.progress, seed=self.cfg.seed)
+        stage.module.eval()
+
+    def accuracy(self, forward: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        return evaluate(forward, self.test_loader, self.device)
+
+    def fine_tune_teacher(self) -> float:
+        """A copy of the pre-trained network, every weight fine-tuned with the new classifier."""
+        clock = time.perf_counter()
+        self.teacher_bg = BlockGraph(self.bg.g.copy(), copy.deepcopy(self.bg.gm))
+        self.teacher = build_module(self.teacher_bg, "student", "all")
+        self._fit(teacher_stage(self.teacher, self.cfg.teacher_epochs, self.cfg.lr, self.run.ckpt("teacher")))
+        self.teacher_accuracy = self.accuracy(_logits(self.teacher))
+        self.timings["teacher"] = time.perf_counter() - clock
+        return self.teacher_accuracy
+
+    def _student_stage(self, name: str, module: fx.GraphModule, bg: BlockGraph, epochs: int, gamma1: float):
+        cfg = self.cfg
+        return student_stage(name, module, bg, self.teacher, epochs=epochs, lr=cfg.student_lr, gate_lr=cfg.gate_lr,
+                             gamma1=gamma1, gamma2=cfg.gamma2, checkpoint=self.run.ckpt(name.replace(" k=", "-k")))
+
+    def _task_state(self, module: fx.GraphModule) -> dict:
+        return {k: v.clone() for k, v in module.state_dict().items() if k.startswith(task_prefixes(self.bg))}
+
+    def train_student(self) -> Trial:
+        """Proxies, gates and classifier trained on CE + gamma1 E[C] + gamma2 Omega; blocks frozen."""
+        clock = time.perf_counter()
+        classifier = self.bg.g.graph["classifier"]
+        self.bg.gm.get_submodule(classifier).load_state_dict(self.teacher.get_submodule(classifier).state_dict())
+        student_bg = insert_proxies(self.bg, self.cfg.skips)
+        self.student = build_module(student_bg, "student", "all").to(self.device)
+        self._fit(self._student_stage("student", self.student, student_bg, self.cfg.student_epochs, self.cfg.gamma1))
+        self.trained_bg = read_gates(student_bg, self.student.state_dict())
+        self.trained_state = self._task_state(self.student)
+        self.student_trial = Trial(-1, self.accuracy(_logits(self.student)), self.trained_bg.macs(),
+                                   self.trained_bg.params(), len(self.trained_bg.universal()))
+        self.timings["student"] = time.perf_counter() - clock
+        return self.student_trial
+
+    def retrain(self, k: int) -> bool:
+        """Prune the k lowest-gated blocks (and weak proxies), retrain with gamma1 = 0; within tolerance?"""
+        self.student.load_state_dict(self.trained_state, strict=False)
+        pruned = prune(self.trained_bg, k, self.cfg.theta)
+        module = build_module(pruned, "student", "all").to(self.device)
+        self._fit(self._student_stage(f"retrain k={k}", module, pruned, self.cfg.retrain_epochs, 0.0))
+        trial = Trial(k, self.accuracy(_logits(module)), pruned.macs(), pruned.params(), len(pruned.universal()))
+        state = self._task_state(module)
+        self.trials[k] = (trial, read_gates(pruned, state), state)
+        self.log(f"  k={k}: {trial.accuracy:.2f} % with {trial.blocks_kept}/{len(self.bg.universal())} blocks, "
+                 f"{trial.macs / 1e6:.2f} M MACs")
+        return trial.accuracy >= self.teacher_accuracy - self.cfg.tolerance
+
+    def sweep(self) -> None:
+        """Retrain for the ks of ``--sweep``: a bisection from the student's own verdict, or a list."""
+        clock = time.perf_counter()
+        num_blocks = len(self.bg.universal())
+        if self.cfg.sweep == "auto":
+            gate = alphas(self.trained_bg)
+            off = sum(1 for e in self.trained_bg.universal() if gate[e] < 0.5)
+            bisect_k(max(off, 1), num_blocks, self.retrain, self.cfg.max_retrains)
+        else:
+            for k in parse_sweep(self.cfg.sweep):
+                self.retrain(min(k, num_blocks))
+        self.timings["sweep"] = time.perf_counter() - clock
+
+    def choose(self) -> tuple[Trial, str, bool, BlockGraph]:
+        """The chosen network's trial, the reason, whether within tolerance, and its BlockGraph (state loaded)."""
+        trial, reason, within = choose([t for t, _, _ in self.trials.values()], self.student_trial,
+                                       self.teacher_accuracy, self.cfg.tolerance)
+        if trial.k == -1:
+            final_bg, state = prune(self.trained_bg, 0, theta=0.0), self.trained_state
+        else:
+            _, final_bg, state = self.trials[trial.k]
+        self.student.load_state_dict({k: v for k, v in state.items() if not k.startswith("gates.")}, strict=False)
+        return trial, reason, within, final_bg
+
+
 def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
     """Run the whole NetTailor pipeline; returns the report (also written to report.json)."""
     cfg.check()
@@ -175,86 +264,29 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
     run = RunDir(cfg)
     log(f"run directory: {run.path}")
     log(f"data: {data.name}: {len(data.train)} train / {len(data.test)} test images, {data.num_classes} classes")
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    device = cfg.device
-
     classifier = bg.g.graph["classifier"]
     digest_before = tensor_digest(bg.gm, skip=(classifier + ".",))
-    train_loader, test_loader = _loaders(cfg, data)
-    bg.gm.to(device)
 
-    teacher_bg = BlockGraph(bg.g.copy(), copy.deepcopy(bg.gm))
-    teacher = build_module(teacher_bg, "student", "all")
-    run_stage(teacher_stage(teacher, cfg.teacher_epochs, cfg.lr, run.ckpt("teacher")), train_loader, device,
-              resume=True, progress=cfg.progress, seed=cfg.seed)
-    teacher.eval()
-    teacher_accuracy = evaluate(_logits(teacher), test_loader, device)
-    timings["teacher"] = time.perf_counter() - clock
-    log(f"teacher (fine-tuned {source.name}): {teacher_accuracy:.2f} %")
+    p = _Pipeline(cfg, run, bg, data, log)
+    log(f"teacher (fine-tuned {source.name}): {p.fine_tune_teacher():.2f} %")
+    student = p.train_student()
+    gate = alphas(p.trained_bg)
+    log(f"student: {student.accuracy:.2f} %; universal gates "
+        + " ".join(f"{gate[e]:.2f}" for e in p.trained_bg.universal()))
+    p.sweep()
+    chosen, reason, within, final_bg = p.choose()
 
-    bg.gm.get_submodule(classifier).load_state_dict(teacher.get_submodule(classifier).state_dict())
-    student_bg = insert_proxies(bg, cfg.skips)
-    student = build_module(student_bg, "student", "all").to(device)
-    clock = time.perf_counter()
-    run_stage(student_stage("student", student, student_bg, teacher, epochs=cfg.student_epochs, lr=cfg.student_lr,
-                            gate_lr=cfg.gate_lr, gamma1=cfg.gamma1, gamma2=cfg.gamma2, checkpoint=run.ckpt("student")),
-              train_loader, device, resume=True, progress=cfg.progress, seed=cfg.seed)
-    student.eval()
-    trained_bg = read_gates(student_bg, student.state_dict())
-    trained_state = {k: v.clone() for k, v in student.state_dict().items() if k.startswith(task_prefixes(bg))}
-    student_trial = Trial(-1, evaluate(_logits(student), test_loader, device), trained_bg.macs(), trained_bg.params(),
-                          len(trained_bg.universal()))
-    timings["student"] = time.perf_counter() - clock
-    gate_values = alphas(trained_bg)
-    log(f"student: {student_trial.accuracy:.2f} %; universal gates "
-        + " ".join(f"{gate_values[e]:.2f}" for e in trained_bg.universal()))
-
-    trials: dict[int, tuple[Trial, BlockGraph, dict]] = {}
-
-    def try_k(k: int) -> bool:
-        student.load_state_dict(trained_state, strict=False)
-        pruned = prune(trained_bg, k, cfg.theta)
-        retrained = build_module(pruned, "student", "all").to(device)
-        run_stage(student_stage(f"retrain k={k}", retrained, pruned, teacher, epochs=cfg.retrain_epochs, lr=cfg.student_lr,
-                                gate_lr=cfg.gate_lr, gamma1=0.0, gamma2=cfg.gamma2, checkpoint=run.ckpt(f"retrain-k{k}")),
-                  train_loader, device, resume=True, progress=cfg.progress, seed=cfg.seed)
-        retrained.eval()
-        trial = Trial(k, evaluate(_logits(retrained), test_loader, device), pruned.macs(), pruned.params(),
-                      len(pruned.universal()))
-        state = {n: v.clone() for n, v in retrained.state_dict().items() if n.startswith(task_prefixes(bg))}
-        trials[k] = (trial, read_gates(pruned, state), state)
-        log(f"  k={k}: {trial.accuracy:.2f} % with {trial.blocks_kept}/{len(bg.universal())} blocks, "
-            f"{trial.macs / 1e6:.2f} M MACs")
-        return trial.accuracy >= teacher_accuracy - cfg.tolerance
-
-    clock = time.perf_counter()
-    if cfg.sweep == "auto":
-        off = sum(1 for e in trained_bg.universal() if gate_values[e] < 0.5)
-        bisect_k(max(off, 1), len(bg.universal()), try_k, cfg.max_retrains)
-    else:
-        for k in parse_sweep(cfg.sweep):
-            try_k(min(k, len(bg.universal())))
-    timings["sweep"] = time.perf_counter() - clock
-
-    chosen, reason, within = choose([t for t, _, _ in trials.values()], student_trial, teacher_accuracy, cfg.tolerance)
-    if chosen.k == -1:
-        final_bg, state = prune(trained_bg, 0, theta=0.0), trained_state
-    else:
-        _, final_bg, state = trials[chosen.k]
-    student.load_state_dict({k: v for k, v in state.items() if not k.startswith("gates.")}, strict=False)
     pruned_student = build_module(final_bg, "student", "all").eval()
     slim = build_module(final_bg, "slim", "logits").eval()
-    slim_accuracy = evaluate(slim, test_loader, device)
+    slim_accuracy = p.accuracy(slim)
     with torch.no_grad():
-        probe = next(iter(test_loader))[0][:8].to(device)
+        probe = next(iter(p.test_loader))[0][:8].to(cfg.device)
         slim_error = float((slim(probe) - pruned_student(probe)[0]).abs().max())
-    digest_after = tensor_digest(bg.gm, skip=(classifier + ".",))
-    original_module = build_module(teacher_bg, "slim", "logits").eval()
+    original_module = build_module(p.teacher_bg, "slim", "logits").eval()
     latency = {f"batch{b}": interleaved_latency({"original": original_module, "tailored": slim}, source.input_shape, b,
-                                                device=device) for b in (1, 32)}
+                                                device=cfg.device) for b in (1, 32)}
 
-    arch = architecture_dict(trained_bg, final_bg, name=f"{source.name} → {data.name}")
+    arch = architecture_dict(p.trained_bg, final_bg, name=f"{source.name} → {data.name}")
     setattr(slim, ARCHITECTURE_ATTR, json.dumps(arch, sort_keys=True))
     atomic_write_json(run.path / "architecture.json", arch)
     try:
@@ -266,19 +298,20 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
     report = {
         "backbone": source.name, "weights": source.weights, "dataset": data.name, "num_classes": data.num_classes,
         "classes": list(data.classes), "input_shape": list(source.input_shape),
-        "teacher_accuracy": teacher_accuracy, "student_accuracy": student_trial.accuracy,
+        "teacher_accuracy": p.teacher_accuracy, "student_accuracy": student.accuracy,
         "tailored_accuracy": slim_accuracy, "chosen_k": chosen.k, "within_tolerance": within, "selection": reason,
         "tolerance": cfg.tolerance,
         "original_macs": bg.total_macs, "tailored_macs": final_bg.macs(),
         "original_params": bg.total_params, "tailored_params": final_bg.params(),
         "task_specific_params": task_specific_params(final_bg),
         "universal_blocks_total": len(bg.universal()), "universal_blocks_kept": len(final_bg.universal()),
-        "removed_blocks": removed_blocks(trained_bg, final_bg),
-        "sweep": [t.as_dict() for t, _, _ in sorted(trials.values(), key=lambda v: v[0].k)],
-        "student": student_trial.as_dict(),
-        "universal_sha256": digest_before, "universal_unchanged": digest_before == digest_after,
+        "removed_blocks": removed_blocks(p.trained_bg, final_bg),
+        "sweep": [t.as_dict() for t, _, _ in sorted(p.trials.values(), key=lambda v: v[0].k)],
+        "student": student.as_dict(),
+        "universal_sha256": digest_before,
+        "universal_unchanged": digest_before == tensor_digest(bg.gm, skip=(classifier + ".",)),
         "slim_vs_pruned_student_max_abs_diff": slim_error,
-        "latency_seconds": latency, "stage_seconds": timings, "config": cfg.comparable(),
+        "latency_seconds": latency, "stage_seconds": p.timings, "config": cfg.comparable(),
     }
     universal_sha256 = write_universal(bg.gm, classifier, run.path / "universal.pt")
     summary_keys = ("backbone", "dataset", "teacher_accuracy", "tailored_accuracy", "original_macs", "tailored_macs",

@@ -115,3 +115,22 @@ def test_expected_complexity_matches_direct_formula_and_is_differentiable(net, s
     value.backward()
     grads = [p.grad for n, p in student.named_parameters() if n.startswith("gates.")]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@SETTINGS
+@given(net=rand_nets(), seed=st.integers(0, 1000))
+def test_traced_and_slim_modules_survive_save_and_load(net, seed):
+    """Annotated forwards (``from __future__ import annotations``) must not break pickling."""
+    import io
+
+    bg = insert_proxies(trace(net, INPUT), 2)
+    student = build_module(bg, "student")
+    _randomize_gates(student, seed)
+    slim = build_module(prune(read_gates(bg, student.state_dict()), k=1, theta=0.05), "slim", "logits").eval()
+    for module in (bg.gm, slim):
+        buf = io.BytesIO()
+        torch.save(module, buf)
+        buf.seek(0)
+        loaded = torch.load(buf, weights_only=False).eval()
+        with torch.no_grad():
+            assert torch.equal(loaded(_x(seed)), module.eval()(_x(seed)))

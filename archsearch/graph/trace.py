@@ -60,6 +60,8 @@ def symbolic_trace(model: nn.Module, leaf_modules: Sequence[str | type] = ()) ->
                 "and mark that a leaf")
         raise UserError(f"torch.fx cannot trace {where}: {reason}; {hint}") from exc
     graph._tracer_cls = None  # saved modules must unpickle with plain torch, not this tracer
+    for node in graph.nodes:  # string annotations (from __future__ import annotations) break pickling
+        node.type = None
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _args(tmp: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "archsearch", "tailor", "--model", f"{tmp / 'tiny.py'}:build", "--input-size",
-            "3,12,12", "--data", str(tmp / "d.npz"), "--out", str(out), "--quiet", "--teacher-epochs", "12",
-            "--student-epochs", "12", "--retrain-epochs", "12", "--sweep", "1,3", "--batch-size", "16"]
+            "3,12,12", "--data", str(tmp / "d.npz"), "--out", str(out), "--quiet", "--teacher-epochs", "8",
+            "--student-epochs", "8", "--retrain-epochs", "8", "--sweep", "1,3", "--batch-size", "16"]
 
 
 @pytest.mark.parametrize("stage", ["teacher", "student", "retrain-k1"])

@@ -67,12 +67,17 @@ BUILTINS: dict[str, Callable[[], RawData]] = {
 
 
 def _npz(path: Path) -> RawData:
+    hint = "save it with numpy.savez(path, x=images, y=labels)"
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is not a .npz file (not a zip archive); {hint}")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise UserError(f"cannot read {path} as .npz ({exc}); save it with numpy.savez(path, x=..., "
-                        f"y=...)") from exc
+    except ValueError as exc:  # object arrays need pickle, which we never load
+        raise UserError(f"{path} holds object (pickled) arrays; store numeric arrays only: "
+                        f"{hint}") from exc
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"cannot read {path} as .npz ({exc}); {hint}") from exc
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise UserError(f"{path} has no array {' or '.join(repr(k) for k in missing)} (it holds "

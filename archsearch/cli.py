@@ -79,6 +79,7 @@ def main(debug: bool) -> None:
 @click.option("--train-limit", type=int, help="Use at most this many training images (quick runs).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--amp", is_flag=True, help="Mixed precision (bfloat16 autocast) for training.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (same --out and options).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
@@ -86,8 +87,12 @@ def tailor(model_spec, quiet, **opts) -> None:
     """Run the whole method: teacher, student with proxies and gates, pruning sweep, retraining.
 
     With no options it tailors the built-in ResNet-20 (pre-trained by archsearch on Fashion-MNIST)
-    to the 5,000-image MNIST subset. Writes report.json, tailored.pt and architecture.svg to the
-    run directory.
+    to the 5,000-image MNIST subset. Writes report.json, tailored.pt, task.pack, universal.pt and
+    architecture.svg to the run directory.
+
+    \b
+    Several processes: torchrun --nproc-per-node N -m archsearch tailor ...
+    (DistributedDataParallel; gloo on CPU, NCCL with --device cuda; --batch-size is the total.)
     """
     from archsearch.report import summary
     from archsearch.tailor import TailorConfig, tailor as run_tailor
@@ -95,7 +100,8 @@ def tailor(model_spec, quiet, **opts) -> None:
     opts["leaf_modules"] = tuple(opts["leaf_modules"])
     cfg = TailorConfig(model=model_spec, progress=not quiet, **opts)
     report = run_tailor(cfg, log=lambda m: click.echo(m, err=True))
-    click.echo(summary(report))
+    if report:  # under torchrun only rank 0 reports
+        click.echo(summary(report))
 
 
 @main.command()

@@ -27,8 +27,8 @@ def pretrain(backbone: str, data: str, *, epochs: int, batch_size: int, lr: floa
     train = DataLoader(task.train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     test = DataLoader(task.test, batch_size=512)
 
-    def step(x: torch.Tensor, y: torch.Tensor):
-        logits = model(x)
+    def step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+        logits = net(x)
         return F.cross_entropy(logits, y), logits, {}
 
     start = time.perf_counter()

@@ -16,7 +16,8 @@ from typing import Callable
 
 import torch
 import torch.fx as fx
-from torch.utils.data import DataLoader
+import torch.nn as nn
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from archsearch.data import load_task_data
 from archsearch.errors import UserError
@@ -33,11 +34,13 @@ from archsearch.passes.insert_proxies import insert_proxies, parse_skips
 from archsearch.passes.prune import prune, removed_blocks
 from archsearch.render import render, to_dot
 from archsearch.select import Trial, bisect_k, choose
+from archsearch.train import distributed
+from archsearch.train.distributed import Dist
 from archsearch.train.loop import evaluate, run_stage
 from archsearch.train.stages import student_stage, task_prefixes, teacher_stage
 
 # Options that may differ between a run and its --resume; every other option must match.
-RESUMABLE_FIELDS = ("out", "resume", "progress", "device", "num_workers")
+RESUMABLE_FIELDS = ("out", "resume", "progress", "device", "num_workers", "amp")
 
 
 @dataclass
@@ -70,6 +73,7 @@ class TailorConfig:
     seed: int = 0
     device: str = "cpu"
     num_workers: int = 0
+    amp: bool = False
     resume: bool = False
     progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -131,6 +135,13 @@ class RunDir:
         except OSError as exc:
             raise UserError(f"the output directory '{root}' is not writable ({exc.strerror}); choose another --out") from exc
 
+    @classmethod
+    def existing(cls, path: Path) -> "RunDir":
+        """A run directory another process (rank 0) has already made and checked."""
+        run = cls.__new__(cls)
+        run.path = path
+        return run
+
     def ckpt(self, name: str) -> Path:
         return self.path / "checkpoints" / f"{name}.pt"
 
@@ -145,12 +156,21 @@ def _default_out(resume: bool) -> Path:
     return runs / time.strftime("%Y%m%d-%H%M%S")
 
 
-def _loaders(cfg: TailorConfig, data) -> tuple[DataLoader, DataLoader]:
-    g = torch.Generator().manual_seed(cfg.seed)
-    train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=len(data.train) > cfg.batch_size,
-                       num_workers=cfg.num_workers)
-    test = DataLoader(data.test, batch_size=max(cfg.batch_size, 256), num_workers=cfg.num_workers)
-    return train, test
+def _loaders(cfg: TailorConfig, data, d: Dist) -> tuple[DataLoader, DataLoader]:
+    """Training batches (``--batch-size`` in total, split over ranks) and this rank's test shard."""
+    train, test = data.train, data.test
+    per_rank = max(1, cfg.batch_size // d.world_size)
+    drop_last = len(train) // d.world_size > per_rank
+    if d.enabled:
+        sampler = DistributedSampler(train, d.world_size, d.rank, shuffle=True, seed=cfg.seed)
+        train_loader = DataLoader(train, batch_size=per_rank, sampler=sampler, drop_last=drop_last,
+                                  num_workers=cfg.num_workers)
+        test = Subset(test, range(d.rank, len(test), d.world_size))
+    else:
+        g = torch.Generator().manual_seed(cfg.seed)
+        train_loader = DataLoader(train, batch_size=per_rank, shuffle=True, generator=g, drop_last=drop_last,
+                                  num_workers=cfg.num_workers)
+    return train_loader, DataLoader(test, batch_size=max(per_rank, 256), num_workers=cfg.num_workers)
 
 
 def _logits(module: fx.GraphModule) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -167,20 +187,28 @@ def task_specific_params(bg: BlockGraph) -> int:
 class _Pipeline:
     """The stages of one run, sharing its data loaders, teacher and checkpoints."""
 
-    def __init__(self, cfg: TailorConfig, run: RunDir, bg: BlockGraph, data, log: Callable[[str], None]) -> None:
-        self.cfg, self.run, self.bg, self.log = cfg, run, bg, log
-        self.device = cfg.device
-        self.train_loader, self.test_loader = _loaders(cfg, data)
+    def __init__(self, cfg: TailorConfig, run: RunDir, bg: BlockGraph, data, d: Dist,
+                 log: Callable[[str], None]) -> None:
+        self.cfg, self.run, self.bg, self.d, self.log = cfg, run, bg, d, log
+        self.device = distributed.device_for(d, cfg.device)
+        self.train_loader, self.test_loader = _loaders(cfg, data, d)
         self.timings: dict[str, float] = {}
         self.trials: dict[int, tuple[Trial, BlockGraph, dict]] = {}
-        bg.gm.to(self.device)
+        self.place(bg.gm)
+
+    def place(self, module: nn.Module) -> nn.Module:
+        """Move a module to this rank's device (channels-last on GPU, where convolutions prefer it)."""
+        if self.device.startswith("cuda"):
+            return module.to(self.device, memory_format=torch.channels_last)
+        return module.to(self.device)
 
     def _fit(self, stage) -> None:
-        run_stage(stage, self.train_loader, self.device, resume=True, progress=self.cfg.progress, seed=self.cfg.seed)
+        run_stage(stage, self.train_loader, self.device, resume=True, progress=self.cfg.progress, seed=self.cfg.seed,
+                  d=self.d, amp=self.cfg.amp)
         stage.module.eval()
 
     def accuracy(self, forward: Callable[[torch.Tensor], torch.Tensor]) -> float:
-        return evaluate(forward, self.test_loader, self.device)
+        return evaluate(forward, self.test_loader, self.device, self.d)
 
     def fine_tune_teacher(self) -> float:
         """A copy of the pre-trained network, every weight fine-tuned with the new classifier."""
@@ -206,7 +234,7 @@ class _Pipeline:
         classifier = self.bg.g.graph["classifier"]
         self.bg.gm.get_submodule(classifier).load_state_dict(self.teacher.get_submodule(classifier).state_dict())
         student_bg = insert_proxies(self.bg, self.cfg.skips)
-        self.student = build_module(student_bg, "student", "all").to(self.device)
+        self.student = self.place(build_module(student_bg, "student", "all"))
         self._fit(self._student_stage("student", self.student, student_bg, self.cfg.student_epochs, self.cfg.gamma1))
         self.trained_bg = read_gates(student_bg, self.student.state_dict())
         self.trained_state = self._task_state(self.student)
@@ -219,7 +247,7 @@ class _Pipeline:
         """Prune the k lowest-gated blocks (and weak proxies), retrain with gamma1 = 0; within tolerance?"""
         self.student.load_state_dict(self.trained_state, strict=False)
         pruned = prune(self.trained_bg, k, self.cfg.theta)
-        module = build_module(pruned, "student", "all").to(self.device)
+        module = self.place(build_module(pruned, "student", "all"))
         self._fit(self._student_stage(f"retrain k={k}", module, pruned, self.cfg.retrain_epochs, 0.0))
         trial = Trial(k, self.accuracy(_logits(module)), pruned.macs(), pruned.params(), len(pruned.universal()))
         state = self._task_state(module)
@@ -261,13 +289,35 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
     data = load_task_data(cfg.data, input_size=source.input_shape, mean=source.mean, std=source.std,
                           seed=cfg.seed, test_fraction=cfg.test_fraction, train_limit=cfg.train_limit)
     bg = replace_classifier(trace(source.model, source.input_shape, cfg.leaf_modules), data.num_classes)
-    run = RunDir(cfg)
-    log(f"run directory: {run.path}")
+    d = distributed.init_from_env(cfg.device)
+    try:
+        return _tailor(cfg, source, data, bg, d, log if d.is_main else (lambda m: None))
+    finally:
+        distributed.shutdown(d)
+
+
+def _run_dir(cfg: TailorConfig, d: Dist) -> RunDir:
+    """Rank 0 makes (or checks) the run directory; every rank learns its path, or rank 0's error."""
+    run, error = None, None
+    if d.is_main:
+        try:
+            run = RunDir(cfg)
+        except UserError as exc:
+            error = str(exc)
+    path, error = distributed.broadcast(d, (str(run.path) if run else None, error))
+    if error:
+        raise UserError(error)
+    return run or RunDir.existing(Path(path))
+
+
+def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Callable[[str], None]) -> dict:
+    run = _run_dir(cfg, d)
+    log(f"run directory: {run.path}" + (f" ({d.world_size} processes)" if d.enabled else ""))
     log(f"data: {data.name}: {len(data.train)} train / {len(data.test)} test images, {data.num_classes} classes")
     classifier = bg.g.graph["classifier"]
     digest_before = tensor_digest(bg.gm, skip=(classifier + ".",))
 
-    p = _Pipeline(cfg, run, bg, data, log)
+    p = _Pipeline(cfg, run, bg, data, d, log)
     log(f"teacher (fine-tuned {source.name}): {p.fine_tune_teacher():.2f} %")
     student = p.train_student()
     gate = alphas(p.trained_bg)
@@ -275,16 +325,19 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
         + " ".join(f"{gate[e]:.2f}" for e in p.trained_bg.universal()))
     p.sweep()
     chosen, reason, within, final_bg = p.choose()
+    gates_everywhere = distributed.all_gather(d, [a["logit"] for _, a in p.trained_bg.iter_attrs(("universal", "proxy"))])
 
     pruned_student = build_module(final_bg, "student", "all").eval()
     slim = build_module(final_bg, "slim", "logits").eval()
     slim_accuracy = p.accuracy(slim)
+    if not d.is_main:
+        return {}
     with torch.no_grad():
-        probe = next(iter(p.test_loader))[0][:8].to(cfg.device)
+        probe = next(iter(p.test_loader))[0][:8].to(p.device)
         slim_error = float((slim(probe) - pruned_student(probe)[0]).abs().max())
     original_module = build_module(p.teacher_bg, "slim", "logits").eval()
     latency = {f"batch{b}": interleaved_latency({"original": original_module, "tailored": slim}, source.input_shape, b,
-                                                device=cfg.device) for b in (1, 32)}
+                                                device=p.device) for b in (1, 32)}
 
     arch = architecture_dict(p.trained_bg, final_bg, name=f"{source.name} → {data.name}")
     setattr(slim, ARCHITECTURE_ATTR, json.dumps(arch, sort_keys=True))
@@ -312,6 +365,8 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
         "universal_unchanged": digest_before == tensor_digest(bg.gm, skip=(classifier + ".",)),
         "slim_vs_pruned_student_max_abs_diff": slim_error,
         "latency_seconds": latency, "stage_seconds": p.timings, "config": cfg.comparable(),
+        "distributed": {"world_size": d.world_size,
+                        "gates_identical_across_ranks": all(g == gates_everywhere[0] for g in gates_everywhere)},
     }
     universal_sha256 = write_universal(bg.gm, classifier, run.path / "universal.pt")
     summary_keys = ("backbone", "dataset", "teacher_accuracy", "tailored_accuracy", "original_macs", "tailored_macs",

@@ -32,7 +32,7 @@ from archsearch.train.stages import student_mode_setter, student_stage, teacher_
 
 def _step(stage, opt, x, y) -> float:
     start = time.perf_counter()
-    loss, _, _ = stage.step(x, y)
+    loss, _, _ = stage.step(stage.module, x, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

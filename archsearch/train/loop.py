@@ -16,9 +16,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
+from archsearch.train.distributed import SINGLE, Dist, all_reduce_sum, barrier, wrap
 
-# (model, images, labels) -> (loss, logits, extra scalars to show)
-StepFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, dict[str, float]]]
+# (model to call, images, labels) -> (loss, logits, extra scalars to show); the model is the stage's
+# module, or its DistributedDataParallel wrapper under torchrun.
+StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, dict[str, float]]]
 
 
 @dataclass
@@ -50,20 +52,29 @@ class Stage:
 
 
 @torch.no_grad()
-def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, device: str) -> float:
-    """Top-1 accuracy in percent of ``forward`` (returning logits) over ``loader``."""
+def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, device: str,
+             d: Dist = SINGLE) -> float:
+    """Top-1 accuracy in percent of ``forward`` (returning logits) over ``loader`` (this rank's
+    shard under torchrun; counts are summed over ranks so every rank gets the same figure)."""
     correct = total = 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         correct += int((forward(x).argmax(1) == y).sum())
         total += int(y.numel())
+    correct, total = all_reduce_sum(d, [correct, total])
     return 100.0 * correct / max(total, 1)
 
 
 def run_stage(stage: Stage, train_loader: DataLoader, device: str, *, resume: bool = True,
-              progress: bool = True, seed: int = 0) -> list[dict]:
-    """Train ``stage`` for its epochs with SGD + momentum and cosine decay; resumable per epoch."""
+              progress: bool = True, seed: int = 0, d: Dist = SINGLE, amp: bool = False) -> list[dict]:
+    """Train ``stage`` for its epochs with SGD + momentum and cosine decay; resumable per epoch.
+
+    Under torchrun the module runs under DDP, each rank sees its shard of every epoch, and only
+    rank 0 writes checkpoints. ``amp`` runs forward passes in bfloat16 autocast.
+    """
     optimizer = torch.optim.SGD(stage.param_groups, momentum=0.9)
+    model = wrap(d, stage.module)
+    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=amp)
     total_steps = max(1, stage.epochs * len(train_loader))
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     start = 0
@@ -77,16 +88,21 @@ def run_stage(stage: Stage, train_loader: DataLoader, device: str, *, resume: bo
     step_index = start * len(train_loader)
     for epoch in range(start, stage.epochs):
         torch.manual_seed(seed * 1000 + epoch)
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
         stage.train_mode(True)
         seen = correct = 0
         loss_sum = 0.0
-        bar = tqdm(train_loader, desc=f"{stage.name} {epoch + 1}/{stage.epochs}", disable=not progress,
+        bar = tqdm(train_loader, desc=f"{stage.name} {epoch + 1}/{stage.epochs}", disable=not (progress and d.is_main),
                    leave=False, dynamic_ncols=True)
         for x, y in bar:
             for g, base in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = base * 0.5 * (1 + math.cos(math.pi * step_index / total_steps))
             x, y = x.to(device), y.to(device)
-            loss, logits, extra = stage.step(x, y)
+            if device.startswith("cuda"):
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                loss, logits, extra = stage.step(model, x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -98,11 +114,16 @@ def run_stage(stage: Stage, train_loader: DataLoader, device: str, *, resume: bo
                             **{k: f"{v:.3f}" for k, v in extra.items()})
         stage.history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1),
                               "train_accuracy": 100.0 * correct / max(seen, 1)})
-        save_checkpoint(stage.checkpoint, {"state": stage.state(), "optimizer": optimizer.state_dict(),
-                                           "epoch": epoch + 1, "history": stage.history,
-                                           "done": epoch + 1 == stage.epochs})
+        _save(stage, optimizer, epoch + 1, d)
     stage.train_mode(False)
-    if stage.epochs == 0 or start == stage.epochs:
-        save_checkpoint(stage.checkpoint, {"state": stage.state(), "optimizer": optimizer.state_dict(),
-                                           "epoch": stage.epochs, "history": stage.history, "done": True})
+    if stage.epochs == 0:
+        _save(stage, optimizer, 0, d)
     return stage.history
+
+
+def _save(stage: Stage, optimizer: torch.optim.Optimizer, epoch: int, d: Dist) -> None:
+    if d.is_main:
+        save_checkpoint(stage.checkpoint, {"state": stage.state(), "optimizer": optimizer.state_dict(),
+                                           "epoch": epoch, "history": stage.history,
+                                           "done": epoch == stage.epochs})
+    barrier(d)

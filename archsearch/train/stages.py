@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 import torch.fx as fx
+import torch.nn as nn
 import torch.nn.functional as F
 
 from archsearch.complexity import expected_complexity
@@ -45,8 +46,8 @@ def student_mode_setter(student: fx.GraphModule, bg: BlockGraph):
 
 def teacher_stage(teacher: fx.GraphModule, epochs: int, lr: float, checkpoint: Path) -> Stage:
     """Fine-tune every weight of a copy of the pre-trained network with a new classifier."""
-    def step(x: torch.Tensor, y: torch.Tensor):
-        logits, _ = teacher(x)
+    def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        logits, _ = model(x)
         return F.cross_entropy(logits, y), logits, {}
 
     params = [p for p in teacher.parameters() if p.requires_grad]
@@ -60,8 +61,8 @@ def student_stage(name: str, student: fx.GraphModule, bg: BlockGraph, teacher: f
     freeze_universal(student, bg)
     teacher.eval()
 
-    def step(x: torch.Tensor, y: torch.Tensor):
-        logits, feats = student(x)
+    def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        logits, feats = model(x)
         with torch.no_grad():
             t_logits, t_feats = teacher(x)
         ce = F.cross_entropy(logits, y)

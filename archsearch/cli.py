@@ -111,16 +111,11 @@ def tailor(model_spec, quiet, **opts) -> None:
 @user_errors
 def inspect(backbone, model_spec, weights, input_size, leaf_modules, skips, as_json) -> None:
     """Print the block graph of a network: blocks, shapes, MACs and parameters."""
-    from archsearch.graph.trace import trace
-    from archsearch.inspect import describe, table
+    from archsearch.inspect import inspect_model, table
     from archsearch.models import resolve_model
-    from archsearch.passes.insert_proxies import insert_proxies
 
     source = resolve_model(backbone, model_spec, weights, input_size, require_weights=False)
-    bg = trace(source.model, source.input_shape, leaf_modules)
-    if skips:
-        bg = insert_proxies(bg, skips)
-    desc = describe(bg)
+    desc = inspect_model(source.model, source.input_shape, leaf_modules, skips)
     click.echo(json.dumps(desc, indent=2) if as_json else table(desc))
 
 

@@ -1,7 +1,20 @@
 """What ``archsearch inspect`` shows: the BlockGraph's blocks, shapes, MACs and parameters."""
 from __future__ import annotations
 
+from typing import Sequence
+
+import torch.nn as nn
+
 from archsearch.graph.blockgraph import BlockGraph
+from archsearch.graph.trace import trace
+from archsearch.passes.insert_proxies import insert_proxies
+
+
+def inspect_model(model: nn.Module, input_shape: Sequence[int], leaf_modules: Sequence[str | type] = (),
+                  skips: int | str | None = None) -> dict:
+    """What ``archsearch inspect`` prints: the model's BlockGraph (with candidate proxies when asked)."""
+    bg = trace(model, input_shape, leaf_modules)
+    return describe(insert_proxies(bg, skips) if skips else bg)
 
 
 def describe(bg: BlockGraph) -> dict:

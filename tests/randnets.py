@@ -97,3 +97,36 @@ def rand_nets(draw: st.DrawFn) -> RandNet:
     net = RandNet(draw(st.sampled_from([2, 4, 8])), kept)
     randomize_batchnorm(net, draw(st.integers(0, 2**16)))
     return net.eval()
+
+
+class Untraceable(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.sum() > 0 else -x
+
+
+class Plain(nn.Module):
+    """A straight chain of convolutions: no residual block at all."""
+
+    def __init__(self, depth: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*[nn.Sequential(nn.Conv2d(3 if i == 0 else 4, 4, 3, padding=1), nn.ReLU())
+                                    for i in range(depth)])
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x).mean((2, 3)))
+
+
+@st.composite
+def any_models(draw: st.DrawFn) -> tuple[nn.Module, str]:
+    """A residual net, a plain chain, or a residual net with an untraceable module inside; and its kind."""
+    kind = draw(st.sampled_from(["residual", "plain", "untraceable"]))
+    if kind == "plain":
+        return Plain(draw(st.integers(1, 4))), kind
+    net = draw(rand_nets())
+    if kind == "untraceable":
+        block = net.blocks[draw(st.integers(0, len(net.blocks) - 1))]
+        block.body.append(Untraceable())
+    return net, kind

@@ -68,7 +68,7 @@ def main(debug: bool) -> None:
               help="Blocks to remove: 'auto' (bisection) or a list like 0,2,4.")
 @click.option("--max-retrains", default=5, show_default=True, help="Most retrainings the auto sweep may run.")
 @click.option("--teacher-epochs", default=3, show_default=True)
-@click.option("--student-epochs", default=4, show_default=True)
+@click.option("--student-epochs", default=6, show_default=True)
 @click.option("--retrain-epochs", default=2, show_default=True)
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", default=0.01, show_default=True, help="Learning rate of the teacher's fine-tuning.")

@@ -62,7 +62,7 @@ class TailorConfig:
     sweep: str = "auto"
     max_retrains: int = 5
     teacher_epochs: int = 3
-    student_epochs: int = 4
+    student_epochs: int = 6
     retrain_epochs: int = 2
     batch_size: int = 64
     lr: float = 0.01

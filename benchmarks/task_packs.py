@@ -42,7 +42,7 @@ def main() -> None:
     for name, data in TASKS.items():
         out = Path(args.workdir) / name
         cfg = TailorConfig(backbone="resnet20", weights=str(SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"),
-                           data=data, out=str(out), train_limit=1000 if args.quick else 4000, sweep="2,4",
+                           data=data, out=str(out), train_limit=1000 if args.quick else 2000, sweep="2,4",
                            progress=False, resume=out.exists(), **epochs)
         runs[name] = (tailor(cfg, log=lambda m: None), out)
     universal_path = runs["mnist"][1] / "universal.pt"

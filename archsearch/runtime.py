@@ -1,6 +1,7 @@
 """Many tasks on one device: load the universal blocks once and attach every task pack to them."""
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from archsearch.errors import UserError
-from archsearch.io.pack import PACK_FORMAT, UNIVERSAL_FORMAT, tensor_digest
+from archsearch.io.pack import PACK_FORMAT, UNIVERSAL_FORMAT, forward_namespace, tensor_digest
 
 
 @dataclass
@@ -58,12 +59,20 @@ def attach(universal: nn.Module, pack_path: str | Path) -> Task:
         raise UserError(f"task pack '{pack_path}' was tailored against other universal blocks "
                         f"(sha256 {pack['universal_sha256'][:12]}…, these are {universal.archsearch_sha256[:12]}…); "
                         "load it with the universal.pt of its own backbone")
-    module = pack["module"]
+    module = pack["module"] if "module" in pack else _with_forward(pack["modules"], pack["forward_source"])
     for path in pack["universal_paths"]:
         module.set_submodule(path, universal.get_submodule(path))
     module.eval()
     return Task(pack.get("name", Path(pack_path).stem), module, list(pack["classes"]), tuple(pack["input_shape"]),
                 tuple(pack["mean"]), tuple(pack["std"]), {k: pack[k] for k in ("report",) if k in pack})
+
+
+def _with_forward(container: nn.Module, source: str) -> nn.Module:
+    """Give a plain module the tailored network's generated forward (exec of the fx source)."""
+    namespace = forward_namespace()
+    exec(compile(source, "<archsearch task pack>", "exec"), namespace)  # noqa: S102 - our own generated code
+    container.forward = types.MethodType(namespace["forward"], container)
+    return container
 
 
 def load_tasks(universal: str | Path | nn.Module, packs: list[str | Path]) -> list[Task]:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from pathlib import Path
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.utils._pytree as pytree
+from torch.fx import _pytree as fx_pytree
 
 from archsearch.io.atomic import atomic_torch_save
 
@@ -70,11 +73,37 @@ def universal_paths(tailored: fx.GraphModule, universal: nn.Module) -> list[str]
                    if n.op == "call_module" and shared.get(id(tailored.get_submodule(n.target))) == n.target})
 
 
+def forward_namespace() -> dict:
+    """The globals generated fx code refers to; a pack's forward is executed in these."""
+    return {"torch": torch, "inf": math.inf, "nan": math.nan, "NoneType": type(None), "device": torch.device,
+            "fx_pytree": fx_pytree, "pytree": pytree}
+
+
+def _plain_container(tailored: fx.GraphModule, paths: list[str]) -> nn.Module | None:
+    """The tailored network's module tree as a plain nn.Module (universal parts stubbed), or None
+    when its code needs globals beyond :func:`forward_namespace`.
+
+    Loading a pickled GraphModule regenerates and re-traces its code (tens of milliseconds); a
+    plain module plus the forward's source loads in a few, which is what makes a task switch cheap.
+    """
+    if not set(tailored.graph.python_code("self").globals) <= set(forward_namespace()):
+        return None
+    container = nn.Module()
+    container._modules = dict(tailored._modules)
+    for name, param in tailored._parameters.items():
+        container.register_parameter(name, param)
+    for name, buf in tailored._buffers.items():
+        container.register_buffer(name, buf)
+    return _stub_out(container, paths)
+
+
 def write_pack(tailored: fx.GraphModule, universal: nn.Module, classifier: str, universal_sha256: str,
                path: Path, meta: dict) -> int:
     """Save a task pack (tailored module minus its universal blocks); returns its size in bytes."""
     paths = [p for p in universal_paths(tailored, universal) if not (p + ".").startswith(classifier + ".")]
-    pack = {"format": PACK_FORMAT, "module": _stub_out(tailored, paths), "universal_paths": paths,
-            "universal_sha256": universal_sha256, **meta}
+    plain = _plain_container(tailored, paths)
+    body = ({"module": _stub_out(tailored, paths)} if plain is None
+            else {"modules": plain, "forward_source": tailored.code})
+    pack = {"format": PACK_FORMAT, **body, "universal_paths": paths, "universal_sha256": universal_sha256, **meta}
     atomic_torch_save(pack, path)
     return path.stat().st_size

@@ -81,13 +81,13 @@ def _direct_expected_complexity(bg, alpha) -> float:
     gated = [(u, v, k) for u, v, k in bg.g.edges(keys=True) if k in ("universal", "proxy")]
     total = 0.0
     for (s, d, k) in gated:
-        r_e = 1.0 - float(alpha[(s, d, k)])
+        r_e = 1.0 - float(alpha[(s, d, k)].detach())
         p_in = 0.0
         if s != "x0":
             p_in = 1.0
             entering = [(u, v, kk) for (u, v, kk) in gated if v == s]
             for e in entering:
-                p_in *= 1.0 - float(alpha[e])
+                p_in *= 1.0 - float(alpha[e].detach())
             if not entering:
                 p_in = 0.0
         p_out = 0.0
@@ -95,7 +95,7 @@ def _direct_expected_complexity(bg, alpha) -> float:
             p_out = 1.0
             leaving = [(u, v, kk) for (u, v, kk) in gated if u == d]
             for e in leaving:
-                p_out *= 1.0 - float(alpha[e])
+                p_out *= 1.0 - float(alpha[e].detach())
             if not leaving:
                 p_out = 0.0
         c_e = bg.g.edges[s, d, k]["macs"] / bg.g.graph["total_macs"]

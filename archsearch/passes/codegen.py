@@ -28,13 +28,16 @@ def gate_target(node: str) -> str:
     return f"gates.{node}"
 
 
+def _gated_in_edges(bg: BlockGraph) -> list[list[Edge]]:
+    """For each block node, the edges its gate weighs (in gate-slot order)."""
+    groups = [[e for e in bg.in_edges(node) if bg.edge(e)["kind"] != "stem"] for node in bg.block_nodes()]
+    return [g for g in groups if g]
+
+
 def alphas(bg: BlockGraph) -> dict[Edge, float]:
     """Gate values: softmax of the edge logits over the live edges into each node (1 when alone)."""
     out: dict[Edge, float] = {}
-    for node in bg.block_nodes():
-        edges = [e for e in bg.in_edges(node) if bg.edge(e)["kind"] != "stem"]
-        if not edges:
-            continue
+    for edges in _gated_in_edges(bg):
         values = torch.softmax(torch.tensor([float(bg.edge(e)["logit"]) for e in edges]), 0)
         out.update({e: float(v) for e, v in zip(edges, values)})
     return out
@@ -157,11 +160,10 @@ def read_gates(bg: BlockGraph, state: Mapping[str, torch.Tensor]) -> BlockGraph:
 def gate_tensors(bg: BlockGraph, student: fx.GraphModule) -> dict[Edge, torch.Tensor]:
     """Differentiable alphas of a student, one scalar tensor per gated edge (1 where alone)."""
     out: dict[Edge, torch.Tensor] = {}
-    for node in bg.block_nodes():
-        edges = [e for e in bg.in_edges(node) if bg.edge(e)["kind"] != "stem"]
+    for edges in _gated_in_edges(bg):
         if len(edges) == 1:
             out[edges[0]] = torch.ones(())
-        elif edges:
-            weights = torch.softmax(student.get_parameter(gate_target(node)), 0)
+        else:
+            weights = torch.softmax(student.get_parameter(gate_target(edges[0][1])), 0)
             out.update({e: weights[i] for i, e in enumerate(edges)})
     return out

@@ -1,6 +1,7 @@
 """Many tasks on one device: load the universal blocks once and attach every task pack to them."""
 from __future__ import annotations
 
+import functools
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,10 +68,16 @@ def attach(universal: nn.Module, pack_path: str | Path) -> Task:
                 tuple(pack["mean"]), tuple(pack["std"]), {k: pack[k] for k in ("report",) if k in pack})
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled(source: str) -> types.CodeType:
+    """Compiled forward source, kept so that switching back to a task does not compile again."""
+    return compile(source, "<archsearch task pack>", "exec")
+
+
 def _with_forward(container: nn.Module, source: str) -> nn.Module:
     """Give a plain module the tailored network's generated forward (exec of the fx source)."""
     namespace = forward_namespace()
-    exec(compile(source, "<archsearch task pack>", "exec"), namespace)  # noqa: S102 - our own generated code
+    exec(_compiled(source), namespace)  # noqa: S102 - our own generated code
     container.forward = types.MethodType(namespace["forward"], container)
     return container
 

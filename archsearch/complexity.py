@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from archsearch.graph.blockgraph import GATED_KINDS, BlockGraph, Edge
+from archsearch.graph.blockgraph import BlockGraph, Edge
 
 
 def expected_complexity(bg: BlockGraph, alpha: dict[Edge, torch.Tensor]) -> torch.Tensor:

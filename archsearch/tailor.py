@@ -29,7 +29,8 @@ from archsearch.io.atomic import atomic_torch_save, atomic_write_json
 from archsearch.io.pack import tensor_digest, write_pack, write_universal
 from archsearch.latency import interleaved_latency
 from archsearch.models import resolve_model
-from archsearch.passes.codegen import alphas, build_module, read_gates
+from archsearch.graph.gates import alphas
+from archsearch.passes.codegen import build_module, read_gates
 from archsearch.passes.insert_proxies import insert_proxies, parse_skips
 from archsearch.passes.prune import prune, removed_blocks
 from archsearch.render import render, to_dot

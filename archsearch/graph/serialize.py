@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from archsearch.graph.blockgraph import INPUT, OUTPUT, BlockGraph
-from archsearch.passes.codegen import alphas
+from archsearch.graph.gates import alphas
 
 ARCHITECTURE_ATTR = "archsearch_architecture"  # a JSON string attribute on saved modules
 

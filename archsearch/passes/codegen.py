@@ -21,26 +21,12 @@ import torch.fx as fx
 import torch.nn as nn
 
 from archsearch.graph.blockgraph import INPUT, OUTPUT, BlockGraph, Edge
+from archsearch.graph.gates import alphas, gated_in_edges
 
 
 def gate_target(node: str) -> str:
     """Parameter path of the gate logits of ``node`` in a student module."""
     return f"gates.{node}"
-
-
-def _gated_in_edges(bg: BlockGraph) -> list[list[Edge]]:
-    """For each block node, the edges its gate weighs (in gate-slot order)."""
-    groups = [[e for e in bg.in_edges(node) if bg.edge(e)["kind"] != "stem"] for node in bg.block_nodes()]
-    return [g for g in groups if g]
-
-
-def alphas(bg: BlockGraph) -> dict[Edge, float]:
-    """Gate values: softmax of the edge logits over the live edges into each node (1 when alone)."""
-    out: dict[Edge, float] = {}
-    for edges in _gated_in_edges(bg):
-        values = torch.softmax(torch.tensor([float(bg.edge(e)["logit"]) for e in edges]), 0)
-        out.update({e: float(v) for e, v in zip(edges, values)})
-    return out
 
 
 def _fold_alpha(module: nn.Module, alpha: float) -> nn.Module:
@@ -160,7 +146,7 @@ def read_gates(bg: BlockGraph, state: Mapping[str, torch.Tensor]) -> BlockGraph:
 def gate_tensors(bg: BlockGraph, student: fx.GraphModule) -> dict[Edge, torch.Tensor]:
     """Differentiable alphas of a student, one scalar tensor per gated edge (1 where alone)."""
     out: dict[Edge, torch.Tensor] = {}
-    for edges in _gated_in_edges(bg):
+    for edges in gated_in_edges(bg):
         if len(edges) == 1:
             out[edges[0]] = torch.ones(())
         else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph, Edge
-from archsearch.passes.codegen import alphas
+from archsearch.graph.gates import alphas
 
 
 def prune(bg: BlockGraph, k: int, theta: float = 0.05) -> BlockGraph:

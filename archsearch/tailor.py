@@ -292,7 +292,9 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
     bg = replace_classifier(trace(source.model, source.input_shape, cfg.leaf_modules), data.num_classes)
     d = distributed.init_from_env(cfg.device)
     try:
-        return _tailor(cfg, source, data, bg, d, log if d.is_main else (lambda m: None))
+        report = _tailor(cfg, source, data, bg, d, log if d.is_main else (lambda m: None))
+        distributed.barrier(d)  # no rank tears the group down while rank 0 still writes outputs
+        return report
     finally:
         distributed.shutdown(d)
 

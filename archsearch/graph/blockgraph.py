@@ -58,9 +58,12 @@ class BlockGraph:
     def edges(self, kind: str | tuple[str, ...] | None = None) -> list[Edge]:
         """Edges of the given kind(s), ordered by destination then source (deterministic)."""
         kinds = (kind,) if isinstance(kind, str) else kind
-        idx = lambda n: self.g.nodes[n]["index"]  # noqa: E731
-        out = [e for e in self.g.edges(keys=True) if kinds is None or e[2] in kinds]
-        return sorted(out, key=lambda e: (idx(e[1]), _kind_rank(e[2]), -idx(e[0])))
+        return sorted((e for e in self.g.edges(keys=True) if kinds is None or e[2] in kinds), key=self._order)
+
+    def _order(self, e: Edge) -> tuple[int, int, int]:
+        """Destination, then kind (stem/universal/head before proxies), then nearest source first."""
+        idx = self.g.nodes
+        return idx[e[1]]["index"], _kind_rank(e[2]), -idx[e[0]]["index"]
 
     def gated_edges(self) -> list[Edge]:
         """Universal and proxy edges: the ones a gate weighs."""
@@ -68,11 +71,11 @@ class BlockGraph:
 
     def in_edges(self, node: str) -> list[Edge]:
         """Edges entering ``node`` in gate-slot order: universal first, then nearest proxies."""
-        return [e for e in self.edges() if e[1] == node]
+        return sorted(self.g.in_edges(node, keys=True), key=self._order)
 
     def out_edges(self, node: str) -> list[Edge]:
         """Edges leaving ``node``, deterministic order."""
-        return [e for e in self.edges() if e[0] == node]
+        return sorted(self.g.out_edges(node, keys=True), key=self._order)
 
     def edge(self, e: Edge) -> dict:
         """Attribute dict of edge ``e``."""

@@ -10,12 +10,54 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn as nn
 
 # A plain proxy is C_in*C_out MACs per output pixel; a basic ResNet block is 18x that (1/18 in the
 # paper, "about 1/20"). Above this share of the block's MACs the bottleneck proxy is used.
 PLAIN_SHARE = 1 / 12
 BOTTLENECK_DIVISOR = 16
+
+
+class HalvingMaxPool(nn.Module):
+    """Max over non-overlapping 2x2 windows, ``times`` times over (sizes divisible by 2**times).
+
+    The same values as ``nn.MaxPool2d(2 ** times)``, computed as the maximum of four strided views:
+    on CPU, max-pooling's NCHW kernel costs more than a 3x3 convolution of the same map, which made
+    proxies (and so tailored networks) slow. Only torch operations, so fx traces through it.
+    """
+
+    def __init__(self, times: int) -> None:
+        super().__init__()
+        self.times = times
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.times):
+            x = torch.maximum(torch.maximum(x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2]),
+                              torch.maximum(x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"times={self.times}"
+
+
+class PointwiseConv(nn.Conv2d):
+    """A bias-free 1x1 convolution computed as one matrix product over all pixels.
+
+    Same parameters and values as ``nn.Conv2d(c_in, c_out, 1)``; on CPU, mkldnn's NCHW 1x1
+    convolution at the narrow widths of proxies costs up to ten times the matrix product (it
+    reorders the map), which dominated both the student's training step and the tailored network.
+    Off CPU it is the ordinary convolution.
+    """
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(c_in, c_out, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_cpu:
+            return super().forward(x)
+        weight = self.weight.flatten(1).expand(x.shape[0], -1, -1)
+        return torch.bmm(weight, x.flatten(2)).unflatten(2, x.shape[2:])
 
 
 def make_pool(in_hw: tuple[int, ...], out_hw: tuple[int, ...]) -> nn.Module:
@@ -25,6 +67,8 @@ def make_pool(in_hw: tuple[int, ...], out_hw: tuple[int, ...]) -> nn.Module:
     factors = {round(i / o) for i, o in zip(in_hw, out_hw)}
     if len(factors) == 1:
         f = factors.pop()
+        if f > 1 and f & (f - 1) == 0 and all(i == o * f for i, o in zip(in_hw, out_hw)):
+            return HalvingMaxPool(f.bit_length() - 1)
         if f >= 1 and all(math.ceil(i / f) == o for i, o in zip(in_hw, out_hw)):
             return nn.MaxPool2d(kernel_size=f, stride=f, ceil_mode=True)
     return nn.AdaptiveMaxPool2d(tuple(out_hw))
@@ -39,8 +83,8 @@ def make_proxy(in_shape: tuple[int, ...], out_shape: tuple[int, ...], block_macs
     layers: list[nn.Module] = [make_pool(in_shape[1:], out_shape[1:])]
     if block_macs and c_in * c_out * pixels > PLAIN_SHARE * block_macs:
         mid = max(8, min(c_in, c_out) // BOTTLENECK_DIVISOR)
-        layers += [nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=False),
-                   nn.Conv2d(mid, c_out, 1, bias=False), nn.BatchNorm2d(c_out)]
+        layers += [PointwiseConv(c_in, mid), nn.BatchNorm2d(mid), nn.ReLU(inplace=False),
+                   PointwiseConv(mid, c_out), nn.BatchNorm2d(c_out)]
     else:
-        layers += [nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out)]
+        layers += [PointwiseConv(c_in, c_out), nn.BatchNorm2d(c_out)]
     return nn.Sequential(*layers)

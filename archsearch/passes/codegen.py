@@ -1,27 +1,35 @@
 """Code generation: BlockGraph → one flat ``torch.fx.GraphModule``.
 
 The fx nodes of every live block are copied from the traced model into a new graph (keeping the
-original module paths, so universal blocks are the very same module objects); proxies are called as
-modules; a node with several live inputs computes ``x = post(sum_e alpha_e * B_e(x_src(e)))``.
+original module paths, so universal blocks are the very same module objects); a node with several
+live inputs computes ``x = post(sum_e alpha_e * B_e(x_src(e)))``.
 
 Two modes:
-- ``student``: gates are trainable logits (``gates.<node>``), ``alpha = softmax`` over live edges.
-- ``slim``: gates are constants; each proxy's alpha folds into its last batch-norm and the universal
-  block's alpha is a constant multiply; a node with one live input has no gate at all. The result
-  holds only torch modules, so ``torch.load`` needs nothing of archsearch.
+- ``student``: proxies are called as modules; gates are trainable logits (``gates.<node>``),
+  ``alpha = softmax`` over live edges.
+- ``slim``: gates are constants; a node with one live input has no gate at all. Task-specific layers
+  run in inference form: each proxy is pooling plus 1x1 convolutions with its batch-norms and its
+  alpha folded in, the last one a matrix product accumulated straight into the node's sum; the
+  classifier is a functional call on its tensors. Universal blocks stay the very same modules.
+  The result holds only torch modules and tensors, so ``torch.load`` needs nothing of archsearch,
+  and a task pack can store a task as tensors plus code.
 """
 from __future__ import annotations
 
-import copy
 import operator
 from typing import Callable, Mapping
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 
 from archsearch.graph.blockgraph import INPUT, OUTPUT, BlockGraph, Edge
 from archsearch.graph.gates import alphas, gated_in_edges
+from archsearch.nn.fold import Step, fold_proxy
+from archsearch.nn.proxy import HalvingMaxPool
+
+_ALL = slice(None)
 
 
 def gate_target(node: str) -> str:
@@ -29,27 +37,21 @@ def gate_target(node: str) -> str:
     return f"gates.{node}"
 
 
-def _fold_alpha(module: nn.Module, alpha: float) -> nn.Module:
-    """Copy of a proxy whose output is scaled by ``alpha`` through its last batch-norm."""
-    folded = copy.deepcopy(module)
-    bns = [m for m in folded.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns or bns[-1].weight is None:
-        raise ValueError("a proxy must end with an affine batch-norm to fold its gate")
-    with torch.no_grad():
-        bns[-1].weight.mul_(alpha)
-        bns[-1].bias.mul_(alpha)
-    return folded
+def _pointwise(conv: nn.Module | None) -> bool:
+    return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.groups == 1)
 
 
 class _Emitter:
     """Copies fx nodes of the traced model into a new graph, collecting the attributes they use."""
 
-    def __init__(self, bg: BlockGraph) -> None:
+    def __init__(self, bg: BlockGraph, lowered: tuple[str, ...] = ()) -> None:
         self.src = bg.gm
         self.by_name = {n.name: n for n in bg.gm.graph.nodes}
         self.graph = fx.Graph()
         self.root: dict[str, object] = {}
         self.free: dict[str, fx.Node] = {}
+        self.lowered = lowered  # call_module targets emitted as functional calls on their tensors
 
     def _register(self, node: fx.Node) -> None:
         if node.op == "call_module":
@@ -68,6 +70,8 @@ class _Emitter:
         return self.free[a.name]
 
     def copy(self, node: fx.Node, env: dict[str, fx.Node]) -> fx.Node:
+        if node.op == "call_module" and node.target in self.lowered and len(node.args) == 1 and not node.kwargs:
+            return self.layer(node.target, self.src.get_submodule(node.target), self._lookup(node.args[0], env))
         self._register(node)
         return self.graph.node_copy(node, lambda a: self._lookup(a, env))
 
@@ -79,8 +83,126 @@ class _Emitter:
         self.root[target] = module
         return self.graph.call_module(target, (arg,))
 
-    def call(self, fn: Callable, *args: object) -> fx.Node:
-        return self.graph.call_function(fn, tuple(args))
+    def call(self, fn: Callable, *args: object, **kwargs: object) -> fx.Node:
+        return self.graph.call_function(fn, tuple(args), kwargs)
+
+    def tensor(self, target: str, value: torch.Tensor) -> fx.Node:
+        self.root[target] = value if isinstance(value, nn.Parameter) else nn.Parameter(value)
+        return self.graph.get_attr(target)
+
+    def layer(self, target: str, module: nn.Module, arg: fx.Node) -> fx.Node:
+        """A Linear or Conv2d as a functional call on its own parameters (no module object)."""
+        weight = self.tensor(f"{target}.weight", module.weight)
+        bias = self.tensor(f"{target}.bias", module.bias) if module.bias is not None else None
+        if isinstance(module, nn.Linear):
+            return self.call(F.linear, arg, weight, bias)
+        if isinstance(module, nn.Conv2d) and module.padding_mode == "zeros":
+            return self.call(F.conv2d, arg, weight, bias, module.stride, module.padding, module.dilation, module.groups)
+        raise ValueError(f"cannot lower {type(module).__name__} '{target}'")
+
+    def pool(self, module: nn.Module, arg: fx.Node) -> fx.Node:
+        if isinstance(module, HalvingMaxPool):
+            for _ in range(module.times):
+                quarter = [self.call(operator.getitem, arg, (_ALL, _ALL, slice(i, None, 2), slice(j, None, 2)))
+                           for j in (0, 1) for i in (0, 1)]
+                arg = self.call(torch.maximum, self.call(torch.maximum, quarter[0], quarter[1]),
+                                self.call(torch.maximum, quarter[2], quarter[3]))
+            return arg
+        if isinstance(module, nn.MaxPool2d):
+            return self.call(F.max_pool2d, arg, module.kernel_size, module.stride, module.padding, module.dilation,
+                             module.ceil_mode)
+        return self.call(F.adaptive_max_pool2d, arg, module.output_size)
+
+    def steps(self, target: str, steps: list[Step], arg: fx.Node) -> fx.Node:
+        """Folded proxy steps (pooling, ReLU, convolution with bias) as functional calls."""
+        for step in steps:
+            if step.kind == "pool":
+                arg = self.pool(step.module, arg)
+            elif step.kind == "relu":
+                arg = self.call(F.relu, arg)
+            else:
+                conv = step.module
+                weight = self.tensor(f"{target}.{step.index}.weight", step.weight)
+                bias = self.tensor(f"{target}.{step.index}.bias", step.bias)
+                arg = self.call(F.conv2d, arg, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return arg
+
+    def gated_sum(self, bg: BlockGraph, node: str, values: dict[str, fx.Node],
+                  gate_values: dict[Edge, float]) -> fx.Node:
+        """A slim node's input: sum of its live edges, each times its constant gate, in few memory passes.
+
+        Proxies whose last layer is a 1x1 convolution become matrix products accumulated straight
+        into the sum (``baddbmm``); their biases are added once, together with the universal
+        block's gated output. On CPU every pass over a feature map costs about as much as a small
+        convolution, so this is what lets latency fall with MACs.
+        """
+        edges = bg.in_edges(node)
+        terms: list[fx.Node] = []
+        scaled: tuple[fx.Node, float] | None = None
+        products: list[tuple[fx.Node, fx.Node]] = []
+        bias: torch.Tensor | None = None
+        out_hw: tuple[int, ...] = ()
+        for e in edges:
+            attrs = bg.edge(e)
+            gate = gate_values[e] if len(edges) > 1 else 1.0
+            if attrs["kind"] != "proxy":
+                env = {attrs["in_node"]: values[e[0]]}
+                self.run(attrs["nodes"], env)
+                if gate != 1.0:
+                    scaled = (env[attrs["out_node"]], gate)
+                else:
+                    terms.append(env[attrs["out_node"]])
+                continue
+            steps = fold_proxy(attrs["module"], gate)
+            last = steps[-1]
+            if last.kind != "conv" or not _pointwise(last.module) or len(attrs["out_shape"]) != 3:
+                terms.append(self.steps(attrs["target"], steps, values[e[0]]))
+                continue
+            out_hw = tuple(attrs["out_shape"][1:])
+            source = self.steps(attrs["target"], steps[:-1], values[e[0]])
+            weight = self.tensor(f"{attrs['target']}.{last.index}.weight", last.weight.flatten(1))
+            products.append((weight, self.call(torch.flatten, source, 2)))
+            bias = last.bias if bias is None else bias + last.bias
+        total = terms[0] if terms else None
+        for t in terms[1:]:
+            total = self.call(operator.add, total, t)
+        if not products:
+            if scaled is None:
+                return total
+            if total is None:
+                return self.call(operator.mul, scaled[0], scaled[1])
+            return self.call(torch.add, total, scaled[0], alpha=scaled[1])
+        acc = self.tensor(f"proxies.bias_{node}", bias[:, None])
+        if scaled is not None:
+            acc = self.call(torch.add, acc, self.call(torch.flatten, scaled[0], 2), alpha=scaled[1])
+        if total is not None:
+            acc = self.call(torch.add, acc, self.call(torch.flatten, total, 2))
+        batch = self.graph.call_method("size", (products[0][1], 0))
+        for weight, flat in products:
+            acc = self.call(torch.baddbmm, acc, self.graph.call_method("expand", (weight, batch, -1, -1)), flat)
+        return self.call(torch.unflatten, acc, 2, out_hw)
+
+    def student_sum(self, bg: BlockGraph, node: str, values: dict[str, fx.Node]) -> fx.Node:
+        """A student node's input: softmax-gated sum of its live edges (proxies called as modules)."""
+        terms: list[fx.Node] = []
+        edges = bg.in_edges(node)
+        for e in edges:
+            attrs = bg.edge(e)
+            if attrs["kind"] == "proxy":
+                terms.append(self.module(attrs["target"], attrs["module"], values[e[0]]))
+            else:
+                env = {attrs["in_node"]: values[e[0]]}
+                self.run(attrs["nodes"], env)
+                terms.append(env[attrs["out_node"]])
+        if len(terms) > 1:
+            logits = self.graph.get_attr(gate_target(node))
+            self.root[gate_target(node)] = nn.Parameter(torch.tensor([float(bg.edge(e)["logit"]) for e in edges]))
+            weights = self.call(torch.softmax, logits, 0)
+            terms = [self.call(operator.mul, self.call(operator.getitem, weights, i), t) for i, t in enumerate(terms)]
+        total = terms[0]
+        for t in terms[1:]:
+            total = self.call(operator.add, total, t)
+        return total
 
 
 def build_module(bg: BlockGraph, mode: str = "student", returns: str = "all") -> fx.GraphModule:
@@ -91,34 +213,13 @@ def build_module(bg: BlockGraph, mode: str = "student", returns: str = "all") ->
     """
     if mode not in ("student", "slim") or returns not in ("all", "logits"):
         raise ValueError(f"bad mode/returns: {mode!r}/{returns!r}")
-    em = _Emitter(bg)
-    gate_values = alphas(bg) if mode == "slim" else {}
+    slim = mode == "slim"
+    classifier = bg.g.graph.get("classifier")
+    em = _Emitter(bg, lowered=(classifier,) if slim and classifier else ())
+    gate_values = alphas(bg) if slim else {}
     values: dict[str, fx.Node] = {INPUT: em.graph.placeholder("x")}
     for node in bg.block_nodes() + [OUTPUT]:
-        terms: list[fx.Node] = []
-        edges = bg.in_edges(node)
-        for e in edges:
-            attrs = bg.edge(e)
-            if attrs["kind"] == "proxy":
-                module = attrs["module"]
-                if mode == "slim" and len(edges) > 1:
-                    module = _fold_alpha(module, gate_values[e])
-                terms.append(em.module(attrs["target"], module, values[e[0]]))
-            else:
-                env = {attrs["in_node"]: values[e[0]]}
-                em.run(attrs["nodes"], env)
-                value = env[attrs["out_node"]]
-                if mode == "slim" and len(edges) > 1:
-                    value = em.call(operator.mul, value, gate_values[e])
-                terms.append(value)
-        if len(terms) > 1 and mode == "student":
-            logits = em.graph.get_attr(gate_target(node))
-            em.root[gate_target(node)] = nn.Parameter(torch.tensor([float(bg.edge(e)["logit"]) for e in edges]))
-            weights = em.call(torch.softmax, logits, 0)
-            terms = [em.call(operator.mul, em.call(operator.getitem, weights, i), t) for i, t in enumerate(terms)]
-        total = terms[0]
-        for t in terms[1:]:
-            total = em.call(operator.add, total, t)
+        total = em.gated_sum(bg, node, values, gate_values) if slim else em.student_sum(bg, node, values)
         env = {bg.node(node)["pre"]: total}
         em.run(bg.node(node)["post"], env)
         values[node] = env[bg.node(node)["post"][-1]] if bg.node(node)["post"] else total

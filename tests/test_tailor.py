@@ -87,6 +87,18 @@ def test_two_packs_share_one_copy_of_universal_tensors(tiny_run):
     shared_a = {p.data_ptr() for n, p in a.module.named_parameters() if not n.startswith(("proxies", "out"))}
     shared_b = {p.data_ptr() for n, p in b.module.named_parameters() if not n.startswith(("proxies", "out"))}
     assert shared_a and shared_a == shared_b
-    task_a = {p.data_ptr() for n, p in a.module.named_parameters() if n.startswith("proxies")}
-    task_b = {p.data_ptr() for n, p in b.module.named_parameters() if n.startswith("proxies")}
-    assert not (task_a & task_b)
+    task_a = {t.data_ptr() for n, t in a.module.state_dict().items() if n.startswith("proxies")}
+    task_b = {t.data_ptr() for n, t in b.module.state_dict().items() if n.startswith("proxies")}
+    assert task_a and task_b and not (task_a & task_b)
+
+
+def test_task_pack_is_data_only(tiny_run):
+    """A pack holds tensors, code and metadata, no pickled module: it loads with weights_only=True."""
+    _, run = tiny_run
+    pack = torch.load(run / "task.pack", weights_only=True)
+    assert pack["format"] == "archsearch-task-pack/2"
+    assert pack["tensors"] and all(isinstance(t, torch.Tensor) for t in pack["tensors"].values())
+    assert "def forward" in pack["forward_source"]
+    universal = torch.load(run / "universal.pt", weights_only=False)["module"]
+    shared = {k for k in universal.state_dict() if not k.startswith("out.")}
+    assert not shared & set(pack["tensors"]), "a universal tensor was copied into the task pack"

@@ -1,9 +1,15 @@
 """Task packs: the few task-specific tensors of a tailored network, stored apart from the shared blocks.
 
 ``universal.pt`` holds the frozen pre-trained network once (its task classifier stubbed out).
-``task.pack`` holds the tailored module with every universal submodule replaced by an empty stub,
-plus the classes, the preprocessing and the SHA-256 of the universal tensors it was tailored
-against. Loading re-attaches the *same* universal module objects to every task.
+``task.pack`` holds only data: the task's tensors (folded proxies, gate-folded biases, classifier),
+the tailored network's generated forward code, which universal modules it calls, the classes, the
+preprocessing and the SHA-256 of the universal tensors it was tailored against. Loading builds a
+light container around the *same* universal module objects; no nn.Module is unpickled, so a task
+switch costs a few milliseconds and a pack loads with ``weights_only=True``.
+
+A network whose task-specific part cannot be written as tensors plus code (a classifier that is
+neither Linear nor Conv2d) falls back to format 1: the tailored module pickled with its universal
+submodules stubbed out.
 """
 from __future__ import annotations
 
@@ -21,7 +27,8 @@ from torch.fx import _pytree as fx_pytree
 from archsearch.io.atomic import atomic_torch_save
 
 UNIVERSAL_FORMAT = "archsearch-universal/1"
-PACK_FORMAT = "archsearch-task-pack/1"
+PACK_FORMAT = "archsearch-task-pack/2"
+PACK_FORMAT_MODULE = "archsearch-task-pack/1"
 
 
 class Stub(nn.Module):
@@ -79,31 +86,41 @@ def forward_namespace() -> dict:
             "fx_pytree": fx_pytree, "pytree": pytree}
 
 
-def _plain_container(tailored: fx.GraphModule, paths: list[str]) -> nn.Module | None:
-    """The tailored network's module tree as a plain nn.Module (universal parts stubbed), or None
-    when its code needs globals beyond :func:`forward_namespace`.
+def universal_attrs(tailored: fx.GraphModule, universal: nn.Module) -> list[str]:
+    """Tensor attributes the tailored code reads that are the universal network's own tensors."""
+    out = []
+    for n in tailored.graph.nodes:
+        if n.op != "get_attr":
+            continue
+        try:
+            mine, theirs = _attr(tailored, n.target), _attr(universal, n.target)
+        except AttributeError:
+            continue
+        if mine is theirs:
+            out.append(str(n.target))
+    return sorted(set(out))
 
-    Loading a pickled GraphModule regenerates and re-traces its code (tens of milliseconds); a
-    plain module plus the forward's source loads in a few, which is what makes a task switch cheap.
-    """
-    if not set(tailored.graph.python_code("self").globals) <= set(forward_namespace()):
-        return None
-    container = nn.Module()
-    container._modules = dict(tailored._modules)
-    for name, param in tailored._parameters.items():
-        container.register_parameter(name, param)
-    for name, buf in tailored._buffers.items():
-        container.register_buffer(name, buf)
-    return _stub_out(container, paths)
+
+def _attr(module: nn.Module, path: str) -> object:
+    obj: object = module
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def write_pack(tailored: fx.GraphModule, universal: nn.Module, classifier: str, universal_sha256: str,
                path: Path, meta: dict) -> int:
-    """Save a task pack (tailored module minus its universal blocks); returns its size in bytes."""
+    """Save a task pack (the tailored network minus its universal blocks); returns its size in bytes."""
     paths = [p for p in universal_paths(tailored, universal) if not (p + ".").startswith(classifier + ".")]
-    plain = _plain_container(tailored, paths)
-    body = ({"module": _stub_out(tailored, paths)} if plain is None
-            else {"modules": plain, "forward_source": tailored.code})
-    pack = {"format": PACK_FORMAT, **body, "universal_paths": paths, "universal_sha256": universal_sha256, **meta}
-    atomic_torch_save(pack, path)
+    shared_attrs = [a for a in universal_attrs(tailored, universal) if not (a + ".").startswith(classifier + ".")]
+    own_modules = {str(n.target) for n in tailored.graph.nodes if n.op == "call_module"} - set(paths)
+    code_globals = set(tailored.graph.python_code("self").globals)
+    if own_modules or not code_globals <= set(forward_namespace()):
+        body = {"format": PACK_FORMAT_MODULE, "module": _stub_out(tailored, paths)}
+    else:
+        tensors = {str(n.target): _attr(tailored, n.target).detach().clone()
+                   for n in tailored.graph.nodes if n.op == "get_attr" and n.target not in shared_attrs}
+        body = {"format": PACK_FORMAT, "tensors": tensors, "forward_source": tailored.code,
+                "universal_attrs": shared_attrs}
+    atomic_torch_save({**body, "universal_paths": paths, "universal_sha256": universal_sha256, **meta}, path)
     return path.stat().st_size

@@ -30,6 +30,8 @@ from archsearch.nn.fold import Step, fold_proxy
 from archsearch.nn.proxy import HalvingMaxPool
 
 _ALL = slice(None)
+# Results of a slim node's sum that nothing else reads, so the ReLU after it may work in place.
+_OWN_TEMPORARIES = (operator.add, operator.mul, torch.add, torch.unflatten)
 
 
 def gate_target(node: str) -> str:
@@ -74,6 +76,17 @@ class _Emitter:
             return self.layer(node.target, self.src.get_submodule(node.target), self._lookup(node.args[0], env))
         self._register(node)
         return self.graph.node_copy(node, lambda a: self._lookup(a, env))
+
+    def is_relu(self, name: str, pre: str) -> bool:
+        """Whether traced node ``name`` is a ReLU of the node ``pre``."""
+        node = self.by_name[name]
+        if not node.args or getattr(node.args[0], "name", None) != pre:
+            return False
+        if node.op == "call_function":
+            return node.target in (F.relu, torch.relu) and len(node.args) == 1
+        if node.op == "call_method":
+            return node.target == "relu"
+        return node.op == "call_module" and type(self.src.get_submodule(node.target)) is nn.ReLU
 
     def run(self, names: list[str], env: dict[str, fx.Node]) -> None:
         for name in names:
@@ -172,14 +185,20 @@ class _Emitter:
             if total is None:
                 return self.call(operator.mul, scaled[0], scaled[1])
             return self.call(torch.add, total, scaled[0], alpha=scaled[1])
+
         acc = self.tensor(f"proxies.bias_{node}", bias[:, None])
+        fresh = False  # whether acc is a temporary of this sum, which baddbmm_ may overwrite
         if scaled is not None:
-            acc = self.call(torch.add, acc, self.call(torch.flatten, scaled[0], 2), alpha=scaled[1])
+            acc, fresh = self.call(torch.add, acc, self.call(torch.flatten, scaled[0], 2), alpha=scaled[1]), True
         if total is not None:
-            acc = self.call(torch.add, acc, self.call(torch.flatten, total, 2))
+            acc, fresh = self.call(torch.add, acc, self.call(torch.flatten, total, 2)), True
         batch = self.graph.call_method("size", (products[0][1], 0))
         for weight, flat in products:
-            acc = self.call(torch.baddbmm, acc, self.graph.call_method("expand", (weight, batch, -1, -1)), flat)
+            weights = self.graph.call_method("expand", (weight, batch, -1, -1))
+            if fresh:  # in place: an out-of-place baddbmm first copies acc, one more pass over the map
+                acc = self.graph.call_method("baddbmm_", (acc, weights, flat))
+            else:
+                acc, fresh = self.call(torch.baddbmm, acc, weights, flat), True
         return self.call(torch.unflatten, acc, 2, out_hw)
 
     def student_sum(self, bg: BlockGraph, node: str, values: dict[str, fx.Node]) -> fx.Node:
@@ -221,7 +240,11 @@ def build_module(bg: BlockGraph, mode: str = "student", returns: str = "all") ->
     for node in bg.block_nodes() + [OUTPUT]:
         total = em.gated_sum(bg, node, values, gate_values) if slim else em.student_sum(bg, node, values)
         env = {bg.node(node)["pre"]: total}
-        em.run(bg.node(node)["post"], env)
+        post = list(bg.node(node)["post"])
+        if slim and post and total.op == "call_function" and total.target in _OWN_TEMPORARIES \
+                and em.is_relu(post[0], bg.node(node)["pre"]):
+            env[post.pop(0)] = em.call(torch.relu_, total)  # the sum is this node's own temporary
+        em.run(post, env)
         values[node] = env[bg.node(node)["post"][-1]] if bg.node(node)["post"] else total
     if returns == "all":
         em.graph.output((values[OUTPUT], {n: values[n] for n in bg.block_nodes()}))

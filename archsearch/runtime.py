@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 
 from archsearch.errors import UserError
-from archsearch.io.pack import PACK_FORMAT, PACK_FORMAT_MODULE, UNIVERSAL_FORMAT, forward_namespace, tensor_digest
+from archsearch.io.pack import (PACK_FORMAT, PACK_FORMAT_MODULE, UNIVERSAL_FORMAT, forward_namespace, tensor_digest,
+                                unpack_tensors)
 
 
 @dataclass
@@ -65,12 +66,12 @@ def attach(universal: nn.Module, pack_path: str | Path) -> Task:
                         f"(sha256 {pack['universal_sha256'][:12]}…, these are {universal.archsearch_sha256[:12]}…); "
                         "load it with the universal.pt of its own backbone")
     if pack["format"] == PACK_FORMAT:
-        module = _assemble(universal, pack)
+        module = _assemble(universal, pack)  # functional code on tensors: no training mode to set
     else:
         module = pack["module"]
         for path in pack["universal_paths"]:
             module.set_submodule(path, universal.get_submodule(path))
-    module.eval()
+        module.eval()
     return Task(pack.get("name", Path(pack_path).stem), module, list(pack["classes"]), tuple(pack["input_shape"]),
                 tuple(pack["mean"]), tuple(pack["std"]), {k: pack[k] for k in ("report",) if k in pack})
 
@@ -87,7 +88,7 @@ def _assemble(universal: nn.Module, pack: dict) -> nn.Module:
     Universal parts are grafted at the highest path that holds no task tensor (a whole ``layer1``
     at once), so the container stays small and the universal objects are the very same ones.
     """
-    tensors: dict[str, torch.Tensor] = pack["tensors"]
+    tensors = unpack_tensors(pack)
     reserved = {".".join(parts[:i]) for parts in (t.split(".") for t in tensors) for i in range(1, len(parts))}
     container = nn.Module()
     for path in list(pack["universal_paths"]) + list(pack.get("universal_attrs", ())):

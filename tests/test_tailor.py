@@ -87,8 +87,8 @@ def test_two_packs_share_one_copy_of_universal_tensors(tiny_run):
     shared_a = {p.data_ptr() for n, p in a.module.named_parameters() if not n.startswith(("proxies", "out"))}
     shared_b = {p.data_ptr() for n, p in b.module.named_parameters() if not n.startswith(("proxies", "out"))}
     assert shared_a and shared_a == shared_b
-    task_a = {t.data_ptr() for n, t in a.module.state_dict().items() if n.startswith("proxies")}
-    task_b = {t.data_ptr() for n, t in b.module.state_dict().items() if n.startswith("proxies")}
+    task_a = {t.data_ptr() for n, t in a.module.state_dict().items() if n.startswith("task_proxies")}
+    task_b = {t.data_ptr() for n, t in b.module.state_dict().items() if n.startswith("task_proxies")}
     assert task_a and task_b and not (task_a & task_b)
 
 
@@ -97,8 +97,14 @@ def test_task_pack_is_data_only(tiny_run):
     _, run = tiny_run
     pack = torch.load(run / "task.pack", weights_only=True)
     assert pack["format"] == "archsearch-task-pack/2"
-    assert pack["tensors"] and all(isinstance(t, torch.Tensor) for t in pack["tensors"].values())
+    from archsearch.io.pack import unpack_tensors
+
+    tensors = unpack_tensors(pack)
+    assert tensors and all(isinstance(t, torch.Tensor) for t in tensors.values())
     assert "def forward" in pack["forward_source"]
     universal = torch.load(run / "universal.pt", weights_only=False)["module"]
+    assert all(name.startswith("task_") for name in tensors)
     shared = {k for k in universal.state_dict() if not k.startswith("out.")}
-    assert not shared & set(pack["tensors"]), "a universal tensor was copied into the task pack"
+    tailored = torch.load(run / "tailored.pt", weights_only=False)
+    own = sum(t.numel() for k, t in tailored.state_dict().items() if k not in shared)
+    assert sum(t.numel() for t in tensors.values()) == own  # exactly the task's tensors, no universal one

@@ -12,6 +12,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 # A plain proxy is C_in*C_out MACs per output pixel; a basic ResNet block is 18x that (1/18 in the
 # paper, "about 1/20"). Above this share of the block's MACs the bottleneck proxy is used.
@@ -24,7 +25,8 @@ class HalvingMaxPool(nn.Module):
 
     The same values as ``nn.MaxPool2d(2 ** times)``, computed as the maximum of four strided views:
     on CPU, max-pooling's NCHW kernel costs more than a 3x3 convolution of the same map, which made
-    proxies (and so tailored networks) slow. Only torch operations, so fx traces through it.
+    proxies (and so tailored networks) slow. When a gradient must flow back through the pool, it is
+    max_pool2d after all: the strided views' backward costs three times max_pool2d's.
     """
 
     def __init__(self, times: int) -> None:
@@ -32,6 +34,8 @@ class HalvingMaxPool(nn.Module):
         self.times = times
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad:  # training through the pool: max_pool2d's backward is the cheap one
+            return F.max_pool2d(x, 2 ** self.times)
         for _ in range(self.times):
             x = torch.maximum(torch.maximum(x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2]),
                               torch.maximum(x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]))
@@ -74,7 +78,29 @@ def make_pool(in_hw: tuple[int, ...], out_hw: tuple[int, ...]) -> nn.Module:
     return nn.AdaptiveMaxPool2d(tuple(out_hw))
 
 
-def make_proxy(in_shape: tuple[int, ...], out_shape: tuple[int, ...], block_macs: int) -> nn.Sequential:
+class Proxy(nn.Sequential):
+    """A proxy's layers (pooling, 1x1 convolutions, batch-norms), ending in an affine batch-norm.
+
+    ``proxy(x, scale)`` multiplies the output by ``scale`` (its gate) through that batch-norm's
+    affine parameters: the gate costs no extra pass over the feature map, forward or backward,
+    where ``scale * proxy(x)`` would cost three.
+    """
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        if scale is None:
+            return super().forward(x)
+        *body, bn = self
+        for layer in body:
+            x = layer(x)
+        if bn.training and bn.track_running_stats:
+            bn.num_batches_tracked.add_(1)
+        momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        use_batch = bn.training or bn.running_mean is None
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight * scale, bn.bias * scale, use_batch,
+                            momentum, bn.eps)
+
+
+def make_proxy(in_shape: tuple[int, ...], out_shape: tuple[int, ...], block_macs: int) -> Proxy:
     """A proxy from a (C, H, W) tensor to an (C', H', W') tensor standing in for ``block_macs``."""
     if len(in_shape) != 3 or len(out_shape) != 3:
         raise ValueError(f"proxies join 4-d feature maps, got {in_shape} -> {out_shape}")
@@ -87,4 +113,4 @@ def make_proxy(in_shape: tuple[int, ...], out_shape: tuple[int, ...], block_macs
                    PointwiseConv(mid, c_out), nn.BatchNorm2d(c_out)]
     else:
         layers += [PointwiseConv(c_in, c_out), nn.BatchNorm2d(c_out)]
-    return nn.Sequential(*layers)
+    return Proxy(*layers)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from archsearch.graph.blockgraph import INPUT, OUTPUT, BlockGraph, Edge
 from archsearch.graph.gates import alphas, gated_in_edges
 from archsearch.nn.fold import Step, fold_proxy
-from archsearch.nn.proxy import HalvingMaxPool
+from archsearch.nn.proxy import HalvingMaxPool, Proxy
 
 _ALL = slice(None)
 # Results of a slim node's sum that nothing else reads, so the ReLU after it may work in place.
@@ -202,22 +202,32 @@ class _Emitter:
         return self.call(torch.unflatten, acc, 2, out_hw)
 
     def student_sum(self, bg: BlockGraph, node: str, values: dict[str, fx.Node]) -> fx.Node:
-        """A student node's input: softmax-gated sum of its live edges (proxies called as modules)."""
+        """A student node's input: softmax-gated sum of its live edges (proxies called as modules,
+        their gate applied through their last batch-norm)."""
         terms: list[fx.Node] = []
         edges = bg.in_edges(node)
-        for e in edges:
-            attrs = bg.edge(e)
-            if attrs["kind"] == "proxy":
-                terms.append(self.module(attrs["target"], attrs["module"], values[e[0]]))
-            else:
-                env = {attrs["in_node"]: values[e[0]]}
-                self.run(attrs["nodes"], env)
-                terms.append(env[attrs["out_node"]])
-        if len(terms) > 1:
+        weights = None
+        if len(edges) > 1:
             logits = self.graph.get_attr(gate_target(node))
             self.root[gate_target(node)] = nn.Parameter(torch.tensor([float(bg.edge(e)["logit"]) for e in edges]))
             weights = self.call(torch.softmax, logits, 0)
-            terms = [self.call(operator.mul, self.call(operator.getitem, weights, i), t) for i, t in enumerate(terms)]
+        for i, e in enumerate(edges):
+            attrs = bg.edge(e)
+            alpha = self.call(operator.getitem, weights, i) if weights is not None else None
+            if attrs["kind"] == "proxy":
+                self.root[attrs["target"]] = attrs["module"]
+                args = (values[e[0]],) if alpha is None or not isinstance(attrs["module"], Proxy) else \
+                    (values[e[0]], alpha)
+                term = self.graph.call_module(attrs["target"], args)
+                if alpha is not None and len(args) == 1:
+                    term = self.call(operator.mul, alpha, term)
+            else:
+                env = {attrs["in_node"]: values[e[0]]}
+                self.run(attrs["nodes"], env)
+                term = env[attrs["out_node"]]
+                if alpha is not None:
+                    term = self.call(operator.mul, alpha, term)
+            terms.append(term)
         total = terms[0]
         for t in terms[1:]:
             total = self.call(operator.add, total, t)

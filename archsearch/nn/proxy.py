@@ -83,21 +83,35 @@ class Proxy(nn.Sequential):
 
     ``proxy(x, scale)`` multiplies the output by ``scale`` (its gate) through that batch-norm's
     affine parameters: the gate costs no extra pass over the feature map, forward or backward,
-    where ``scale * proxy(x)`` would cost three.
+    where ``scale * proxy(x)`` would cost three. ``pooled=True`` says ``x`` is already pooled
+    (proxies from one source to one resolution share a single pooling of it).
     """
 
-    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        if scale is None:
-            return super().forward(x)
-        *body, bn = self
+    @property
+    def pool(self) -> nn.Module:
+        return self[0]
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None, pooled: bool = False) -> torch.Tensor:
+        *body, bn = list(self)[1:] if pooled else list(self)
         for layer in body:
             x = layer(x)
+        if scale is None:
+            return bn(x)
         if bn.training and bn.track_running_stats:
             bn.num_batches_tracked.add_(1)
         momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
         use_batch = bn.training or bn.running_mean is None
         return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight * scale, bn.bias * scale, use_batch,
                             momentum, bn.eps)
+
+
+def pool_key(pool: nn.Module) -> tuple | None:
+    """Pooling modules with equal keys compute the same function (None: no pooling)."""
+    if isinstance(pool, nn.Identity):
+        return None
+    if isinstance(pool, HalvingMaxPool):
+        return ("halving", pool.times)
+    return (type(pool).__name__, pool.extra_repr())
 
 
 def make_proxy(in_shape: tuple[int, ...], out_shape: tuple[int, ...], block_macs: int) -> Proxy:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from archsearch.graph.blockgraph import INPUT, OUTPUT, BlockGraph, Edge
 from archsearch.graph.gates import alphas, gated_in_edges
 from archsearch.nn.fold import Step, fold_proxy
-from archsearch.nn.proxy import HalvingMaxPool, Proxy
+from archsearch.nn.proxy import HalvingMaxPool, Proxy, pool_key
 
 _ALL = slice(None)
 # Results of a slim node's sum that nothing else reads, so the ReLU after it may work in place.
@@ -54,6 +54,7 @@ class _Emitter:
         self.root: dict[str, object] = {}
         self.free: dict[str, fx.Node] = {}
         self.lowered = lowered  # call_module targets emitted as functional calls on their tensors
+        self.pools: dict[tuple, fx.Node] = {}  # (source value, pooling) -> its pooled value, computed once
 
     def _register(self, node: fx.Node) -> None:
         if node.op == "call_module":
@@ -113,7 +114,23 @@ class _Emitter:
             return self.call(F.conv2d, arg, weight, bias, module.stride, module.padding, module.dilation, module.groups)
         raise ValueError(f"cannot lower {type(module).__name__} '{target}'")
 
+    def shared_pool(self, target: str, module: nn.Module, arg: fx.Node) -> fx.Node:
+        """``module(arg)`` as a module call, computed once for every proxy pooling ``arg`` alike."""
+        key = pool_key(module)
+        if key is None:
+            return arg
+        if (arg.name, key) not in self.pools:
+            self.pools[(arg.name, key)] = self.module(target, module, arg)
+        return self.pools[(arg.name, key)]
+
     def pool(self, module: nn.Module, arg: fx.Node) -> fx.Node:
+        """Pooling in inference form (functional), computed once per source and pooling."""
+        key = pool_key(module)
+        if (arg.name, key) not in self.pools:
+            self.pools[(arg.name, key)] = self._pool(module, arg)
+        return self.pools[(arg.name, key)]
+
+    def _pool(self, module: nn.Module, arg: fx.Node) -> fx.Node:
         if isinstance(module, HalvingMaxPool):
             for _ in range(module.times):
                 quarter = [self.call(operator.getitem, arg, (_ALL, _ALL, slice(i, None, 2), slice(j, None, 2)))
@@ -215,12 +232,16 @@ class _Emitter:
             attrs = bg.edge(e)
             alpha = self.call(operator.getitem, weights, i) if weights is not None else None
             if attrs["kind"] == "proxy":
-                self.root[attrs["target"]] = attrs["module"]
-                args = (values[e[0]],) if alpha is None or not isinstance(attrs["module"], Proxy) else \
-                    (values[e[0]], alpha)
-                term = self.graph.call_module(attrs["target"], args)
-                if alpha is not None and len(args) == 1:
-                    term = self.call(operator.mul, alpha, term)
+                module = attrs["module"]
+                self.root[attrs["target"]] = module
+                if isinstance(module, Proxy):
+                    pooled = self.shared_pool(f"{attrs['target']}.0", module.pool, values[e[0]])
+                    kwargs = {"pooled": True} if pool_key(module.pool) is not None else {}
+                    term = self.graph.call_module(attrs["target"], (pooled, alpha), kwargs)
+                else:
+                    term = self.graph.call_module(attrs["target"], (values[e[0]],))
+                    if alpha is not None:
+                        term = self.call(operator.mul, alpha, term)
             else:
                 env = {attrs["in_node"]: values[e[0]]}
                 self.run(attrs["nodes"], env)

@@ -1,6 +1,7 @@
 """The three training stages of NetTailor: teacher fine-tune, student, retrain after pruning."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from archsearch.complexity import expected_complexity
 from archsearch.graph.blockgraph import BlockGraph
 from archsearch.passes.codegen import gate_tensors
+from archsearch.passes.fold_bn import fold_frozen_batchnorms
 from archsearch.train.losses import teacher_term
 from archsearch.train.loop import Stage
 
@@ -59,7 +61,11 @@ def student_stage(name: str, student: fx.GraphModule, bg: BlockGraph, teacher: f
                   checkpoint: Path) -> Stage:
     """Train proxies, gates and classifier on CE + gamma1 * E[C] + gamma2 * Omega."""
     freeze_universal(student, bg)
-    teacher.eval()
+    set_mode = student_mode_setter(student, bg)
+    set_mode(False)
+    fold_frozen_batchnorms(student)
+    teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
+    fold_frozen_batchnorms(teacher)
 
     def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         logits, feats = model(x)
@@ -81,4 +87,4 @@ def student_stage(name: str, student: fx.GraphModule, bg: BlockGraph, teacher: f
     if gates:
         groups.append({"params": gates, "lr": gate_lr, "weight_decay": 0.0})
     return Stage(name, student, groups, step, epochs, checkpoint, state_prefixes=task_prefixes(bg),
-                 set_mode=student_mode_setter(student, bg))
+                 set_mode=set_mode)

@@ -14,7 +14,9 @@ def summary(report: dict) -> str:
     lines = [
         f"archsearch: {report['backbone']} tailored to {report['dataset']}  ({report['run_dir']})",
         f"  accuracy     teacher {report['teacher_accuracy']:.2f} %   tailored {report['tailored_accuracy']:.2f} %   "
-        f"({'within' if report['within_tolerance'] else 'NOT within'} {report['tolerance']} points)",
+        f"({'within' if report['within_tolerance'] else 'NOT within'} {report['tolerance']} points)"
+        + (f"   feature extraction {report['feature_extraction_accuracy']:.2f} %"
+           if "feature_extraction_accuracy" in report else ""),
         f"  MACs         {_m(report['original_macs'])} → {_m(report['tailored_macs'])}  ({mac_ratio:.2f}x fewer)",
         f"  parameters   {_m(report['original_params'])} → {_m(report['tailored_params'])}  "
         f"(task-specific {_m(report['task_specific_params'])})",

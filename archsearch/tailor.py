@@ -26,6 +26,7 @@ from archsearch.graph.classifier import replace_classifier
 from archsearch.graph.serialize import ARCHITECTURE_ATTR, architecture_dict
 from archsearch.graph.trace import trace
 from archsearch.io.atomic import atomic_torch_save, atomic_write_json
+from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
 from archsearch.io.pack import tensor_digest, write_pack, write_universal
 from archsearch.latency import interleaved_latency
 from archsearch.models import resolve_model
@@ -37,6 +38,7 @@ from archsearch.render import render, to_dot
 from archsearch.select import Trial, bisect_k, choose
 from archsearch.train import distributed
 from archsearch.train.distributed import Dist
+from archsearch.train.linear_probe import linear_probe
 from archsearch.train.loop import evaluate, run_stage
 from archsearch.train.stages import student_stage, task_prefixes, teacher_stage
 
@@ -241,6 +243,22 @@ class _Pipeline:
         self.timings["teacher"] = time.perf_counter() - clock
         return self.teacher_accuracy
 
+    def feature_extraction(self, data) -> float:
+        """Baseline: the pre-trained network frozen, only a new classifier trained (checkpointed)."""
+        ckpt = self.run.ckpt("feature-extraction")
+        if ckpt.exists():
+            return float(load_checkpoint(ckpt)["accuracy"])
+        clock = time.perf_counter()
+        # every rank runs the whole (cheap) probe on the full data, so all agree without communication
+        train = DataLoader(data.train, batch_size=256, num_workers=self.cfg.num_workers)
+        test = DataLoader(data.test, batch_size=256, num_workers=self.cfg.num_workers)
+        classifier = self.bg.gm.get_submodule(self.bg.g.graph["classifier"])
+        accuracy = linear_probe(self.bg.gm, classifier, train, test, self.device, seed=self.cfg.seed)
+        if self.d.is_main:
+            save_checkpoint(ckpt, {"accuracy": accuracy})
+        self.timings["feature_extraction"] = time.perf_counter() - clock
+        return accuracy
+
     def _student_stage(self, name: str, module: fx.GraphModule, bg: BlockGraph, epochs: int, gamma1: float):
         cfg = self.cfg
         return student_stage(name, module, bg, self.teacher, epochs=epochs, lr=cfg.student_lr, gate_lr=cfg.gate_lr,
@@ -341,6 +359,8 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     digest_before = tensor_digest(bg.gm, skip=(classifier + ".",))
 
     p = _Pipeline(cfg, run, bg, data, d, log)
+    feature_accuracy = p.feature_extraction(data)
+    log(f"feature extraction (frozen {source.name}, new classifier): {feature_accuracy:.2f} %")
     log(f"teacher (fine-tuned {source.name}): {p.fine_tune_teacher():.2f} %")
     student = p.train_student()
     gate = alphas(p.trained_bg)
@@ -374,6 +394,7 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     report = {
         "backbone": source.name, "weights": source.weights, "dataset": data.name, "num_classes": data.num_classes,
         "classes": list(data.classes), "input_shape": list(source.input_shape),
+        "feature_extraction_accuracy": feature_accuracy,
         "teacher_accuracy": p.teacher_accuracy, "student_accuracy": student.accuracy,
         "tailored_accuracy": slim_accuracy, "chosen_k": chosen.k, "within_tolerance": within, "selection": reason,
         "tolerance": cfg.tolerance,

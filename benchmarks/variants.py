@@ -1,0 +1,105 @@
+"""One option varied, everything else fixed: gamma1 (the complexity weight) or the proxy skips.
+
+Tailors one backbone to one task once per value, every run starting from the same fine-tuned
+teacher (its checkpoint is copied, so only the student and the sweep differ). Reports, per value,
+the student's final gates of the universal blocks, the chosen k, blocks and MACs kept, parameters,
+task-specific parameters and the accuracies (feature extraction, teacher, student, tailored).
+Writes docs/benchmarks/<option>_<backbone>.md.
+
+    python benchmarks/variants.py --vary gamma1 --values 0.1,0.3,1,3 [--backbone resnet20] [--quick]
+    python benchmarks/variants.py --vary skips --values 1,3,5,dense
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from archsearch.tailor import TailorConfig, tailor  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vary", required=True, choices=["gamma1", "skips"])
+    ap.add_argument("--values", required=True, help="comma-separated values of the varied option")
+    ap.add_argument("--backbone", default="resnet20", choices=sorted(WEIGHTS))
+    ap.add_argument("--data", default=str(SHARED / "mnist-test"))
+    ap.add_argument("--train-limit", type=int, default=2000)
+    ap.add_argument("--student-epochs", type=int, default=10)
+    ap.add_argument("--retrain-epochs", type=int, default=6)
+    ap.add_argument("--max-retrains", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="500 images, 2 student and 1 retraining epochs")
+    ap.add_argument("--workdir", default="/tmp/archsearch-variants")
+    args = ap.parse_args()
+    if args.quick:
+        args.train_limit, args.student_epochs, args.retrain_epochs, args.max_retrains = 500, 2, 1, 2
+    values = [v.strip() for v in args.values.split(",")]
+    work = Path(args.workdir) / f"{args.vary}-{args.backbone}"
+    rows, teacher_ckpt = [], None
+    for value in values:
+        out = work / value
+        if teacher_ckpt is not None and not (out / "checkpoints" / "teacher.pt").exists():
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+            shutil.copy(teacher_ckpt, out / "checkpoints" / "teacher.pt")
+        option = {"gamma1": float(value)} if args.vary == "gamma1" else {"skips": value}
+        cfg = TailorConfig(backbone=args.backbone, weights=str(SHARED / "cifar10-resnets" / WEIGHTS[args.backbone]),
+                           data=args.data, out=str(out), train_limit=args.train_limit, teacher_epochs=3,
+                           student_epochs=args.student_epochs, retrain_epochs=args.retrain_epochs,
+                           max_retrains=args.max_retrains, progress=False, resume=True, **option)
+        start = time.perf_counter()
+        r = tailor(cfg, log=lambda m, v=value: print(f"[{args.vary} {v}] {m}", flush=True))
+        teacher_ckpt = out / "checkpoints" / "teacher.pt"
+        rows.append((value, r, time.perf_counter() - start, _student_gate_values(out)))
+    lines = [f"# {args.vary} variants: {args.backbone} (CIFAR-10) → {Path(args.data).name}", "",
+             f"Command: `python benchmarks/variants.py --vary {args.vary} --values {args.values} "
+             f"--backbone {args.backbone} --train-limit {args.train_limit}{' --quick' if args.quick else ''}`  ",
+             f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+             f"torch {torch.__version__}  ",
+             f"Training: {args.train_limit} images, teacher 3 epochs (one teacher shared by all rows), student "
+             f"{args.student_epochs}, retraining {args.retrain_epochs} epochs, auto sweep of at most "
+             f"{args.max_retrains} retrainings; other options at their defaults.", "",
+             f"| {args.vary} | student gates of the universal blocks | gates < 0.5 | chosen k | blocks kept | MACs kept "
+             "| params | task-specific params | feature extraction | teacher | student | tailored | within 0.5 "
+             "| wall time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for value, r, seconds, gates in rows:
+        lines.append(f"| {value} | {' '.join(f'{g:.2f}' for g in gates)} | {sum(1 for g in gates if g < 0.5)} | "
+                     f"{r['chosen_k']} | {r['universal_blocks_kept']}/{r['universal_blocks_total']} | "
+                     f"{r['tailored_macs'] / r['original_macs'] * 100:.1f} % | {r['tailored_params']:,} | "
+                     f"{r['task_specific_params']:,} | {_pct(r.get('feature_extraction_accuracy'))} | "
+                     f"{_pct(r['teacher_accuracy'])} | {_pct(r['student_accuracy'])} | {_pct(r['tailored_accuracy'])} | "
+                     f"{'yes' if r['within_tolerance'] else 'no'} | {seconds / 60:.1f} min |")
+    doc = ROOT / "docs" / "benchmarks" / f"{args.vary}_{args.backbone}.md"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} %"
+
+
+def _student_gate_values(run: Path) -> list[float]:
+    """The trained student's gate of each universal block (before pruning), from its checkpoint."""
+    from archsearch.io.checkpoint import load_checkpoint
+
+    state = load_checkpoint(run / "checkpoints" / "student.pt")["state"]
+    gates = {int(k[len("gates.x"):]): v for k, v in state.items() if k.startswith("gates.x")}
+    return [float(torch.softmax(gates[i], 0)[0]) for i in sorted(gates)]
+
+
+if __name__ == "__main__":
+    main()

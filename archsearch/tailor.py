@@ -393,6 +393,7 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     atomic_torch_save(slim, run.path / "tailored.pt")
     report = {
         "backbone": source.name, "weights": source.weights, "dataset": data.name, "num_classes": data.num_classes,
+        "train_images": len(data.train), "test_images": len(data.test),
         "classes": list(data.classes), "input_shape": list(source.input_shape),
         "feature_extraction_accuracy": feature_accuracy,
         "teacher_accuracy": p.teacher_accuracy, "student_accuracy": student.accuracy,

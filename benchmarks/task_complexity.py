@@ -1,0 +1,185 @@
+"""Does the architecture adapt to the task? One backbone tailored to four targets of rising difficulty.
+
+The paper's Fig. 4 / Table 2 at CPU scale: a CIFAR-10 ResNet tailored to MNIST, notMNIST (IDX test
+splits, 80/20 by seed), Fashion-MNIST (Debian package) and Omniglot (242 characters, 15 training and
+5 test drawings each). Per task: feature extraction, fine-tuning (teacher) and tailored accuracy;
+MACs and parameters removed; universal blocks kept; task-specific parameters. Then the source task:
+CIFAR-10 accuracy of the pre-trained network with the universal tensors read back from a run's
+universal.pt (unchanged by construction). Writes docs/benchmarks/task_complexity_<backbone>.md and a
+plot of accuracy against MACs (matplotlib: `pip install -e .[bench]`).
+
+    python benchmarks/task_complexity.py [--backbone resnet20] [--train-limit 2000] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import backbones  # noqa: E402
+from archsearch.runtime import load_universal  # noqa: E402
+from archsearch.tailor import TailorConfig, tailor  # noqa: E402
+from archsearch.train.loop import evaluate  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
+
+
+def omniglot_folder(work: Path) -> Path:
+    """Omniglot-small as an ImageFolder: one class per character, first 15 drawings train, last 5 test."""
+    out = work / "omniglot"
+    if (out / "test").exists():
+        return out
+    tmp = work / "omniglot.partial"
+    for archive in sorted((SHARED / "omniglot-small").glob("*.zip")):
+        with zipfile.ZipFile(archive) as z:
+            files = sorted(n for n in z.namelist() if n.endswith(".png"))
+            by_char: dict[str, list[str]] = {}
+            for name in files:
+                parts = name.split("/")
+                by_char.setdefault(f"{parts[-3]}_{parts[-2]}", []).append(name)
+            for char, names in by_char.items():
+                for i, name in enumerate(sorted(names)):
+                    split = "train" if i < 15 else "test"
+                    target = tmp / split / char / Path(name).name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(z.read(name))
+    tmp.rename(out)
+    return out
+
+
+def cifar_check(backbone: str, universal_path: Path) -> tuple[float, float]:
+    """CIFAR-10 accuracy (every 5th test image of each class: 2,000) of the pre-trained network, as
+    shipped and with every universal tensor read back from a run's universal.pt."""
+    import numpy as np
+    from PIL import Image
+
+    classes = sorted(p.name for p in (SHARED / "cifar10-test").iterdir() if p.is_dir())
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        for f in sorted((SHARED / "cifar10-test" / cls).iterdir())[::5]:
+            images.append(np.asarray(Image.open(f).convert("RGB"), dtype=np.float32))
+            labels.append(label)
+    mean, std = backbones.default_normalization(backbone)
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2) / 255.0
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    loader = DataLoader(TensorDataset(x, torch.tensor(labels)), batch_size=250)
+    model = backbones.get_backbone(backbone)
+    backbones.load_weights(model, str(SHARED / "cifar10-resnets" / WEIGHTS[backbone]))
+    model.eval()
+    before = evaluate(lambda b: model(b), loader, "cpu")
+    shared = load_universal(universal_path).state_dict()
+    state = model.state_dict()
+    model.load_state_dict({**state, **{k: shared[k] for k in state if k in shared}})
+    return before, evaluate(lambda b: model(b), loader, "cpu")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backbone", default="resnet20", choices=sorted(WEIGHTS))
+    ap.add_argument("--train-limit", type=int, default=2000, help="training images per task (Omniglot: all 3,630)")
+    ap.add_argument("--teacher-epochs", type=int, default=12,
+                    help="fine-tuning epochs (12 x 2,000 images = the steps of the default 3 x 8,000)")
+    ap.add_argument("--student-epochs", type=int, default=10)
+    ap.add_argument("--retrain-epochs", type=int, default=6)
+    ap.add_argument("--max-retrains", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="500 images, 2 student and 1 retraining epochs")
+    ap.add_argument("--workdir", default="/tmp/archsearch-tasks")
+    args = ap.parse_args()
+    if args.quick:
+        args.train_limit, args.teacher_epochs, args.student_epochs, args.retrain_epochs, args.max_retrains = \
+            500, 2, 2, 1, 2
+    work = Path(args.workdir) / args.backbone
+    work.mkdir(parents=True, exist_ok=True)
+    tasks = {"MNIST": (str(SHARED / "mnist-test"), args.train_limit),
+             "notMNIST": (str(SHARED / "notmnist-test"), args.train_limit),
+             "Fashion-MNIST": ("fashion-mnist", args.train_limit),
+             "Omniglot": (str(omniglot_folder(Path(args.workdir))), None if not args.quick else args.train_limit)}
+    results = {}
+    for name, (data, limit) in tasks.items():
+        out = work / name
+        cfg = TailorConfig(backbone=args.backbone, weights=str(SHARED / "cifar10-resnets" / WEIGHTS[args.backbone]),
+                           data=data, out=str(out), train_limit=limit, teacher_epochs=args.teacher_epochs,
+                           student_epochs=args.student_epochs, retrain_epochs=args.retrain_epochs,
+                           max_retrains=args.max_retrains, progress=False, resume=out.exists())
+        start = time.perf_counter()
+        results[name] = (tailor(cfg, log=lambda m, n=name: print(f"[{n}] {m}", flush=True)),
+                         time.perf_counter() - start)
+    cifar_before, cifar_after = cifar_check(args.backbone, work / "MNIST" / "universal.pt")
+    first = next(iter(results.values()))[0]
+    lines = [f"# Task-adaptive complexity: {args.backbone} (CIFAR-10) tailored to four targets", "",
+             f"Command: `python benchmarks/task_complexity.py --backbone {args.backbone} "
+             f"--train-limit {args.train_limit}{' --quick' if args.quick else ''}`  ",
+             f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+             f"torch {torch.__version__}  ",
+             f"Training: at most {args.train_limit} training images (Omniglot: all 3,630), teacher "
+             f"{args.teacher_epochs}, student "
+             f"{args.student_epochs}, retraining {args.retrain_epochs} epochs, auto sweep of at most "
+             f"{args.max_retrains} retrainings; other options at their defaults (gamma1 1.0, skips 3).", "",
+             f"Original network: {first['original_macs'] / 1e6:.2f} M MACs, {first['original_params']:,} parameters, "
+             f"{first['universal_blocks_total']} universal blocks.", "",
+             "| task | classes | train / test | feature extraction | fine-tuning (teacher) | tailored | within 0.5 "
+             "| MACs kept | MACs removed | params removed | blocks kept | task-specific params | wall time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, (r, seconds) in results.items():
+        lines.append(
+            f"| {name} | {r['num_classes']} | {r.get('train_images', '—')} / {r.get('test_images', '—')} | {r['feature_extraction_accuracy']:.2f} % | "
+            f"{r['teacher_accuracy']:.2f} % | {r['tailored_accuracy']:.2f} % | {'yes' if r['within_tolerance'] else 'no'} "
+            f"| {r['tailored_macs'] / r['original_macs'] * 100:.1f} % | "
+            f"{(1 - r['tailored_macs'] / r['original_macs']) * 100:.1f} % | "
+            f"{(1 - r['tailored_params'] / r['original_params']) * 100:.1f} % | "
+            f"{r['universal_blocks_kept']}/{r['universal_blocks_total']} | {r['task_specific_params']:,} | "
+            f"{seconds / 60:.1f} min |")
+    lines += ["", f"Source task (CIFAR-10, first 2,000 test images): the pre-trained network scores "
+              f"{cifar_before:.2f} %; with every universal tensor read back from MNIST's universal.pt it scores "
+              f"{cifar_after:.2f} % ({'identical' if cifar_before == cifar_after else 'DIFFERENT'}): tailoring "
+              "never writes to the shared blocks (every report also checks their SHA-256: "
+              f"{all(r['universal_unchanged'] for r, _ in results.values())})."]
+    plot = _plot(results, work, args.backbone)
+    if plot:
+        lines += ["", f"![accuracy against MACs]({plot.name})"]
+    doc = ROOT / "docs" / "benchmarks" / f"task_complexity_{args.backbone}.md"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _plot(results: dict, work: Path, backbone: str) -> Path | None:
+    """Accuracy against MACs per task: teacher (full MACs) and every network of the sweep."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is missing (pip install -e .[bench]); no plot", file=sys.stderr)
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, (r, _) in results.items():
+        points = sorted((t["macs"] / 1e6, t["accuracy"]) for t in r["sweep"])
+        line = ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=f"{name} (sweep)")[0]
+        ax.plot([r["original_macs"] / 1e6], [r["teacher_accuracy"]], "*", ms=12, color=line.get_color())
+        ax.plot([r["tailored_macs"] / 1e6], [r["tailored_accuracy"]], "s", ms=9, mfc="none", color=line.get_color())
+    ax.set_xlabel("MACs (millions)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{backbone}: star = fine-tuned teacher, square = chosen tailored network")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    path = ROOT / "docs" / "benchmarks" / f"task_complexity_{backbone}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+if __name__ == "__main__":
+    main()

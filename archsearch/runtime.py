@@ -67,8 +67,8 @@ def attach(universal: nn.Module, pack_path: str | Path) -> Task:
                         "load it with the universal.pt of its own backbone")
     if pack["format"] == PACK_FORMAT:
         module = _assemble(universal, pack)  # functional code on tensors: no training mode to set
-    else:
-        module = pack["module"]
+    else:  # format 1: a stubbed module tree, or (older writers) a plain tree plus forward source
+        module = pack["module"] if "module" in pack else _bind_forward(pack["modules"], pack["forward_source"])
         for path in pack["universal_paths"]:
             module.set_submodule(path, universal.get_submodule(path))
         module.eval()
@@ -96,10 +96,15 @@ def _assemble(universal: nn.Module, pack: dict) -> nn.Module:
     for target, value in tensors.items():
         parent = _parent(container, target)
         parent.register_buffer(target.rpartition(".")[2], value)
+    return _bind_forward(container, pack["forward_source"])
+
+
+def _bind_forward(module: nn.Module, source: str) -> nn.Module:
+    """Give ``module`` the pack's generated forward (its compiled form cached per process)."""
     namespace = forward_namespace()
-    exec(_compiled(pack["forward_source"]), namespace)  # noqa: S102 - our own generated code
-    container.forward = types.MethodType(namespace["forward"], container)
-    return container
+    exec(_compiled(source), namespace)  # noqa: S102 - our own generated code
+    module.forward = types.MethodType(namespace["forward"], module)
+    return module
 
 
 def _parent(container: nn.Module, target: str) -> nn.Module:

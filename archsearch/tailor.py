@@ -84,6 +84,7 @@ class TailorConfig:
     device: str = "cpu"
     num_workers: int = 0
     amp: bool = False
+    fp32_targets: bool = False
     resume: bool = False
     progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -147,7 +148,8 @@ class RunDir:
         config = root / "config.json"
         if config.exists() and cfg.resume:
             saved = json.loads(config.read_text())
-            diff = [k for k, v in cfg.comparable().items() if json.loads(json.dumps(v)) != saved.get(k)]
+            defaults = TailorConfig().comparable()  # options newer than the run compare as their defaults
+            diff = [k for k, v in cfg.comparable().items() if json.loads(json.dumps(v)) != saved.get(k, defaults.get(k))]
             if diff:
                 raise UserError(f"--resume: '{root}' was made with other options ({', '.join(diff[:4])} differ); "
                                 "resume with the same options or choose a new --out")
@@ -262,7 +264,8 @@ class _Pipeline:
     def _student_stage(self, name: str, module: fx.GraphModule, bg: BlockGraph, epochs: int, gamma1: float):
         cfg = self.cfg
         return student_stage(name, module, bg, self.teacher, epochs=epochs, lr=cfg.student_lr, gate_lr=cfg.gate_lr,
-                             gamma1=gamma1, gamma2=cfg.gamma2, checkpoint=self.run.ckpt(name.replace(" k=", "-k")))
+                             gamma1=gamma1, gamma2=cfg.gamma2, checkpoint=self.run.ckpt(name.replace(" k=", "-k")),
+                             fp32_targets=cfg.fp32_targets)
 
     def _task_state(self, module: fx.GraphModule) -> dict:
         return {k: v.clone() for k, v in module.state_dict().items() if k.startswith(task_prefixes(self.bg))}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import platform
 import statistics
 import sys
 import time
@@ -52,35 +53,44 @@ def main() -> None:
     shape = backbones.default_input_size(args.backbone)
     bg = replace_classifier(trace(backbones.get_backbone(args.backbone), shape), 10)
     teacher = build_module(BlockGraph(bg.g.copy(), copy.deepcopy(bg.gm)), "student", "all")
+    teacher_cl = copy.deepcopy(teacher).to(memory_format=torch.channels_last)
     sbg = insert_proxies(bg, args.skips)
-    student = build_module(sbg, "student", "all")
-    t_stage = teacher_stage(teacher, 1, 0.01, Path("/dev/null"))
-    s_stage = student_stage("student", student, sbg, copy.deepcopy(teacher), epochs=1, lr=0.05, gate_lr=0.05,
-                            gamma1=0.3, gamma2=10.0, checkpoint=Path("/dev/null"))
-    t_opt = torch.optim.SGD(t_stage.param_groups, momentum=0.9)
-    s_opt = torch.optim.SGD(s_stage.param_groups, momentum=0.9)
-    teacher.train()
-    student_mode_setter(student, sbg)(True)
     x = torch.randn(args.batch, *shape)
     y = torch.randint(0, 10, (args.batch,))
-    times = {"teacher": [], "student": []}
+    steps = {"teacher": (teacher_stage(teacher, 1, 0.01, Path("/dev/null")), x),
+             "teacher, channels-last": (teacher_stage(teacher_cl, 1, 0.01, Path("/dev/null")),
+                                        x.contiguous(memory_format=torch.channels_last))}
+    for name, fp32 in (("student", False), ("student, float32 targets", True)):
+        student = build_module(sbg, "student", "all")
+        steps[name] = (student_stage("student", student, sbg, teacher, epochs=1, lr=0.05, gate_lr=0.05,
+                                     gamma1=0.3, gamma2=10.0, checkpoint=Path("/dev/null"), fp32_targets=fp32), x)
+        student_mode_setter(student, sbg)(True)
+    teacher.train()
+    teacher_cl.train()
+    opts = {k: torch.optim.SGD(st.param_groups, momentum=0.9) for k, (st, _) in steps.items()}
+    times: dict[str, list[float]] = {k: [] for k in steps}
     for i in range(3 + repeats):
-        t = _step(t_stage, t_opt, x, y)
-        s = _step(s_stage, s_opt, x, y)
-        if i >= 3:
-            times["teacher"].append(t)
-            times["student"].append(s)
+        for k, (st, xx) in steps.items():
+            t = _step(st, opts[k], xx, y)
+            if i >= 3:
+                times[k].append(t)
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["student"] / med["teacher"]
     lines = ["# Search cost: student step against teacher step", "",
              f"Command: `python benchmarks/search_cost.py --backbone {args.backbone} --batch {args.batch} "
              f"--repeats {repeats}`  ",
-             f"Date: {datetime.date.today()}, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}", "",
-             "| step | median seconds |", "|---|---|",
-             f"| teacher fine-tuning (all weights) | {med['teacher']:.4f} |",
-             f"| student (proxies, gates, classifier; teacher forward for Omega; E[C]) | {med['student']:.4f} |", "",
-             f"Ratio student / teacher: **{ratio:.2f}x** (target: at most 1.5x; "
-             f"{'met' if ratio <= 1.5 else 'NOT met'})."]
+             f"Date: {datetime.date.today()}, {platform.machine()} CPU, {torch.get_num_threads()} threads, "
+             f"torch {torch.__version__}; the four steps interleaved, median of {repeats}", "",
+             "| step | median seconds | / teacher step |", "|---|---|---|"]
+    labels = {"teacher": "teacher fine-tuning (all weights; as `tailor` runs it)",
+              "student": "student (proxies, gates, classifier; teacher targets for Omega; E[C]; as `tailor` runs it)",
+              "student, float32 targets": "student with `--fp32-targets`",
+              "teacher, channels-last": "teacher fine-tuning, channels-last (not what `tailor` runs on CPU)"}
+    for k in ("teacher", "student", "student, float32 targets", "teacher, channels-last"):
+        lines.append(f"| {labels[k]} | {med[k]:.4f} | {med[k] / med['teacher']:.2f}x |")
+    lines += ["", f"Ratio student / teacher: **{ratio:.2f}x** (target: at most 1.5x; "
+              f"{'met' if ratio <= 1.5 else 'NOT met'}). Against a channels-last teacher step: "
+              f"{med['student'] / med['teacher, channels-last']:.2f}x."]
     Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
     Path(args.doc).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -56,21 +56,49 @@ def teacher_stage(teacher: fx.GraphModule, epochs: int, lr: float, checkpoint: P
     return Stage("teacher", teacher, [{"params": params, "lr": lr, "weight_decay": 1e-4}], step, epochs, checkpoint)
 
 
+def low_precision_dtype(device: torch.device) -> torch.dtype | None:
+    """bfloat16 where this device computes it natively (oneDNN on CPU, CUDA), else None."""
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+class OmegaTeacher(nn.Module):
+    """The frozen teacher as Omega's target: inference only, batch-norms folded, bfloat16 where native.
+
+    Its forward pass is a third of a student step in float32. Omega regresses the student onto
+    these outputs, so they need no more precision than a target: bfloat16 (relative error about
+    1e-4 in mean square on ResNet-20) runs them about three times faster on a CPU with native
+    bfloat16. ``fp32=True`` keeps them in float32.
+    """
+
+    def __init__(self, teacher: fx.GraphModule, fp32: bool = False) -> None:
+        super().__init__()
+        self.teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
+        fold_frozen_batchnorms(self.teacher)
+        self.fp32 = fp32
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        dtype = None if self.fp32 else low_precision_dtype(x.device)
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            return self.teacher(x)
+
+
 def student_stage(name: str, student: fx.GraphModule, bg: BlockGraph, teacher: fx.GraphModule, *,
                   epochs: int, lr: float, gate_lr: float, gamma1: float, gamma2: float,
-                  checkpoint: Path) -> Stage:
+                  checkpoint: Path, fp32_targets: bool = False) -> Stage:
     """Train proxies, gates and classifier on CE + gamma1 * E[C] + gamma2 * Omega."""
     freeze_universal(student, bg)
     set_mode = student_mode_setter(student, bg)
     set_mode(False)
     fold_frozen_batchnorms(student)
-    teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
-    fold_frozen_batchnorms(teacher)
+    teacher = OmegaTeacher(teacher, fp32=fp32_targets)
 
     def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         logits, feats = model(x)
-        with torch.no_grad():
-            t_logits, t_feats = teacher(x)
+        t_logits, t_feats = teacher(x)
         ce = F.cross_entropy(logits, y)
         omega = teacher_term(logits, feats, t_logits, t_feats)
         loss = ce + gamma2 * omega

@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--backbone", default="resnet20", choices=sorted(WEIGHTS))
     ap.add_argument("--data", default=str(SHARED / "mnist-test"))
     ap.add_argument("--train-limit", type=int, default=2000)
+    ap.add_argument("--teacher-epochs", type=int, default=12,
+                    help="12 x 2,000 images: the steps of the tool's default 3 epochs x 8,000")
     ap.add_argument("--student-epochs", type=int, default=10)
     ap.add_argument("--retrain-epochs", type=int, default=6)
     ap.add_argument("--max-retrains", type=int, default=3)
@@ -45,7 +47,8 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/archsearch-variants")
     args = ap.parse_args()
     if args.quick:
-        args.train_limit, args.student_epochs, args.retrain_epochs, args.max_retrains = 500, 2, 1, 2
+        args.train_limit, args.teacher_epochs, args.student_epochs, args.retrain_epochs, args.max_retrains = \
+            500, 2, 2, 1, 2
     values = [v.strip() for v in args.values.split(",")]
     work = Path(args.workdir) / f"{args.vary}-{args.backbone}"
     rows, teacher_ckpt = [], None
@@ -56,19 +59,24 @@ def main() -> None:
             shutil.copy(teacher_ckpt, out / "checkpoints" / "teacher.pt")
         option = {"gamma1": float(value)} if args.vary == "gamma1" else {"skips": value}
         cfg = TailorConfig(backbone=args.backbone, weights=str(SHARED / "cifar10-resnets" / WEIGHTS[args.backbone]),
-                           data=args.data, out=str(out), train_limit=args.train_limit, teacher_epochs=3,
+                           data=args.data, out=str(out), train_limit=args.train_limit, teacher_epochs=args.teacher_epochs,
                            student_epochs=args.student_epochs, retrain_epochs=args.retrain_epochs,
                            max_retrains=args.max_retrains, progress=False, resume=True, **option)
         start = time.perf_counter()
         r = tailor(cfg, log=lambda m, v=value: print(f"[{args.vary} {v}] {m}", flush=True))
         teacher_ckpt = out / "checkpoints" / "teacher.pt"
         rows.append((value, r, time.perf_counter() - start, _student_gate_values(out)))
-    lines = [f"# {args.vary} variants: {args.backbone} (CIFAR-10) → {Path(args.data).name}", "",
-             f"Command: `python benchmarks/variants.py --vary {args.vary} --values {args.values} "
-             f"--backbone {args.backbone} --train-limit {args.train_limit}{' --quick' if args.quick else ''}`  ",
+        write_table(args, rows, done=len(rows) == len(values))
+
+
+def write_table(args: argparse.Namespace, rows: list, done: bool) -> None:
+    """The table of the values finished so far (rewritten after each run)."""
+    lines = [f"# {args.vary} variants: {args.backbone} (CIFAR-10) → {Path(args.data).name}"
+             + ("" if done else " (run not finished)"), "",
+             f"Command: `python {' '.join(sys.argv)}`  ",
              f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
              f"torch {torch.__version__}  ",
-             f"Training: {args.train_limit} images, teacher 3 epochs (one teacher shared by all rows), student "
+             f"Training: {args.train_limit} images, teacher {args.teacher_epochs} epochs (one teacher shared by all rows), student "
              f"{args.student_epochs}, retraining {args.retrain_epochs} epochs, auto sweep of at most "
              f"{args.max_retrains} retrainings; other options at their defaults.", "",
              f"| {args.vary} | student gates of the universal blocks | gates < 0.5 | chosen k | blocks kept | MACs kept "
@@ -84,8 +92,10 @@ def main() -> None:
                      f"{'yes' if r['within_tolerance'] else 'no'} | {seconds / 60:.1f} min |")
     doc = ROOT / "docs" / "benchmarks" / f"{args.vary}_{args.backbone}.md"
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    tmp = doc.with_suffix(".md.partial")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(doc)
+    print("\n".join(lines), flush=True)
 
 
 def _pct(value: float | None) -> str:

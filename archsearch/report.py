@@ -27,4 +27,5 @@ def summary(report: dict) -> str:
         f"  choice       {report['selection']}",
         f"  universal blocks unchanged: {report['universal_unchanged']}",
     ]
+    lines += [f"  warning      {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)

@@ -354,6 +354,16 @@ def _run_dir(cfg: TailorConfig, d: Dist) -> RunDir:
     return run or RunDir.existing(Path(path))
 
 
+def undertrained_teacher(feature_accuracy: float, teacher_accuracy: float, epochs: int | None) -> str | None:
+    """A warning when fine-tuning ends below feature extraction: the teacher is the yardstick of the
+    selection, and against an undertrained one every network looks within tolerance."""
+    if teacher_accuracy >= feature_accuracy:
+        return None
+    return (f"the fine-tuned teacher ({teacher_accuracy:.2f} %) is worse than feature extraction "
+            f"({feature_accuracy:.2f} %) after {epochs} epochs: it is undertrained, so networks judged against it "
+            "look better than they are; rerun with more --teacher-epochs (small datasets with many classes need tens)")
+
+
 def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Callable[[str], None]) -> dict:
     run = _run_dir(cfg, d)
     log(f"run directory: {run.path}" + (f" ({d.world_size} processes)" if d.enabled else ""))
@@ -365,6 +375,9 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     feature_accuracy = p.feature_extraction(data)
     log(f"feature extraction (frozen {source.name}, new classifier): {feature_accuracy:.2f} %")
     log(f"teacher (fine-tuned {source.name}): {p.fine_tune_teacher():.2f} %")
+    warnings = [w for w in (undertrained_teacher(feature_accuracy, p.teacher_accuracy, cfg.teacher_epochs),) if w]
+    for warning in warnings:
+        log(f"warning: {warning}")
     student = p.train_student()
     gate = alphas(p.trained_bg)
     log(f"student: {student.accuracy:.2f} %; universal gates "
@@ -401,7 +414,7 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
         "feature_extraction_accuracy": feature_accuracy,
         "teacher_accuracy": p.teacher_accuracy, "student_accuracy": student.accuracy,
         "tailored_accuracy": slim_accuracy, "chosen_k": chosen.k, "within_tolerance": within, "selection": reason,
-        "tolerance": cfg.tolerance,
+        "tolerance": cfg.tolerance, "warnings": warnings,
         "original_macs": bg.total_macs, "tailored_macs": final_bg.macs(),
         "original_params": bg.total_params, "tailored_params": final_bg.params(),
         "task_specific_params": task_specific_params(final_bg),

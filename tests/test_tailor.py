@@ -108,3 +108,15 @@ def test_task_pack_is_data_only(tiny_run):
     tailored = torch.load(run / "tailored.pt", weights_only=False)
     own = sum(t.numel() for k, t in tailored.state_dict().items() if k not in shared)
     assert sum(t.numel() for t in tensors.values()) == own  # exactly the task's tensors, no universal one
+
+
+def test_report_warns_when_the_teacher_is_worse_than_feature_extraction(tiny_run):
+    from archsearch.report import summary
+    from archsearch.tailor import undertrained_teacher
+
+    report, _ = tiny_run
+    assert isinstance(report["warnings"], list)
+    assert undertrained_teacher(70.0, 71.0, 3) is None
+    warning = undertrained_teacher(16.86, 2.98, 3)
+    assert "2.98 %" in warning and "16.86 %" in warning and "--teacher-epochs" in warning
+    assert f"  warning      {warning}" in summary({**report, "warnings": [warning]}).splitlines()

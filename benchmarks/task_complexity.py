@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
 from archsearch.runtime import load_universal  # noqa: E402
-from archsearch.tailor import TailorConfig, tailor  # noqa: E402
+from archsearch.tailor import FULL_EPOCHS, TailorConfig, tailor  # noqa: E402
 from archsearch.train.loop import evaluate  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
@@ -138,7 +138,8 @@ def write_table(args: argparse.Namespace, cfg: TailorConfig, results: dict, work
              f"Command: `python {' '.join(sys.argv)}`  ",
              f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
              f"torch {torch.__version__}  ",
-             f"Training: at most {args.train_limit:,} training images per task, teacher {cfg.teacher_epochs} "
+             f"Training: at most {args.train_limit:,} training images per task, teacher "
+             f"{args.teacher_epochs or FULL_EPOCHS['teacher_epochs']} "
              f"({', '.join(f'{k}: {v}' for k, v in TEACHER_EPOCHS.items())}), "
              f"student {cfg.student_epochs}, retraining {cfg.retrain_epochs} epochs, auto sweep of at most "
              f"{args.max_retrains} retrainings; gamma1 {cfg.gamma1}, skips {cfg.skips}, tolerance "

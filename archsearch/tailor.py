@@ -65,7 +65,7 @@ class TailorConfig:
     input_size: str | None = None
     leaf_modules: tuple[str, ...] = ()
     skips: str = "3"
-    gamma1: float = 1.0
+    gamma1: float = 3.0
     gamma2: float = 10.0
     theta: float = 0.05
     tolerance: float = 0.5

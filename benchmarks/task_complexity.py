@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--student-epochs", type=int, default=None, help="default: the tool's (10)")
     ap.add_argument("--retrain-epochs", type=int, default=None, help="default: the tool's (12)")
     ap.add_argument("--max-retrains", type=int, default=4)
+    ap.add_argument("--gamma1", type=float, default=None, help="default: the tool's")
     ap.add_argument("--tasks", default="MNIST,Omniglot,notMNIST,Fashion-MNIST",
                     help="comma-separated, in the order to run (the table is rewritten after each)")
     ap.add_argument("--quick", action="store_true", help="500 images, 2 student and 1 retraining epochs")
@@ -123,6 +124,7 @@ def main() -> None:
                            teacher_epochs=args.teacher_epochs or TEACHER_EPOCHS.get(name),
                            student_epochs=args.student_epochs,
                            retrain_epochs=args.retrain_epochs, max_retrains=args.max_retrains,
+                           **({"gamma1": args.gamma1} if args.gamma1 is not None else {}),
                            progress=False, resume=out.exists())
         start = time.perf_counter()
         report = tailor(cfg, log=lambda m, n=name: print(f"[{n}] {m}", flush=True))

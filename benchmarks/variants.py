@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--student-epochs", type=int, default=10)
     ap.add_argument("--retrain-epochs", type=int, default=6)
     ap.add_argument("--max-retrains", type=int, default=3)
+    ap.add_argument("--gamma1", type=float, default=None, help="when varying skips (default: the tool's)")
     ap.add_argument("--quick", action="store_true", help="500 images, 2 student and 1 retraining epochs")
     ap.add_argument("--workdir", default="/tmp/archsearch-variants")
     args = ap.parse_args()
@@ -58,6 +59,8 @@ def main() -> None:
             (out / "checkpoints").mkdir(parents=True, exist_ok=True)
             shutil.copy(teacher_ckpt, out / "checkpoints" / "teacher.pt")
         option = {"gamma1": float(value)} if args.vary == "gamma1" else {"skips": value}
+        if args.vary != "gamma1" and args.gamma1 is not None:
+            option["gamma1"] = args.gamma1
         cfg = TailorConfig(backbone=args.backbone, weights=str(SHARED / "cifar10-resnets" / WEIGHTS[args.backbone]),
                            data=args.data, out=str(out), train_limit=args.train_limit, teacher_epochs=args.teacher_epochs,
                            student_epochs=args.student_epochs, retrain_epochs=args.retrain_epochs,
@@ -78,7 +81,8 @@ def write_table(args: argparse.Namespace, rows: list, done: bool) -> None:
              f"torch {torch.__version__}  ",
              f"Training: {args.train_limit} images, teacher {args.teacher_epochs} epochs (one teacher shared by all rows), student "
              f"{args.student_epochs}, retraining {args.retrain_epochs} epochs, auto sweep of at most "
-             f"{args.max_retrains} retrainings; other options at their defaults.", "",
+             f"{args.max_retrains} retrainings; gamma1 {rows[0][1]['config']['gamma1']}, skips "
+             f"{rows[0][1]['config']['skips']} unless varied; other options at their defaults.", "",
              f"| {args.vary} | student gates of the universal blocks | gates < 0.5 | chosen k | blocks kept | MACs kept "
              "| params | task-specific params | feature extraction | teacher | student | tailored | within 0.5 "
              "| wall time |",

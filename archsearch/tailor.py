@@ -375,8 +375,9 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     feature_accuracy = p.feature_extraction(data)
     log(f"feature extraction (frozen {source.name}, new classifier): {feature_accuracy:.2f} %")
     log(f"teacher (fine-tuned {source.name}): {p.fine_tune_teacher():.2f} %")
-    warnings = [w for w in (undertrained_teacher(feature_accuracy, p.teacher_accuracy, cfg.teacher_epochs),) if w]
-    for warning in warnings:
+    warning = undertrained_teacher(feature_accuracy, p.teacher_accuracy, cfg.teacher_epochs)
+    warnings = [warning] if warning else []
+    if warning:
         log(f"warning: {warning}")
     student = p.train_student()
     gate = alphas(p.trained_bg)

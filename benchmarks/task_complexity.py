@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
 from archsearch.runtime import load_universal  # noqa: E402
+from archsearch.io.atomic import atomic_write_text  # noqa: E402
 from archsearch.tailor import FULL_EPOCHS, TailorConfig, tailor  # noqa: E402
 from archsearch.train.loop import evaluate  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
@@ -178,9 +179,7 @@ def write_table(args: argparse.Namespace, cfg: TailorConfig, results: dict, work
         lines += ["", f"![accuracy against MACs]({plot.name})"]
     doc = ROOT / "docs" / "benchmarks" / f"task_complexity_{args.backbone}.md"
     doc.parent.mkdir(parents=True, exist_ok=True)
-    tmp = doc.with_suffix(".md.partial")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(doc)
+    atomic_write_text(doc, "\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
 
 

@@ -25,6 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from archsearch.io.atomic import atomic_write_text  # noqa: E402
 from archsearch.tailor import TailorConfig, tailor  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -96,9 +97,7 @@ def write_table(args: argparse.Namespace, rows: list, done: bool) -> None:
                      f"{'yes' if r['within_tolerance'] else 'no'} | {seconds / 60:.1f} min |")
     doc = ROOT / "docs" / "benchmarks" / f"{args.vary}_{args.backbone}.md"
     doc.parent.mkdir(parents=True, exist_ok=True)
-    tmp = doc.with_suffix(".md.partial")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(doc)
+    atomic_write_text(doc, "\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
 
 

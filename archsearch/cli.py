@@ -60,8 +60,10 @@ def main(debug: bool) -> None:
               help="fashion-mnist | mnist-5k | digits | an ImageFolder, IDX folder or .npz path.")
 @click.option("--out", metavar="DIR", help="Run directory (default: runs/<timestamp>).")
 @click.option("--skips", default="3", show_default=True, help="Proxies per block: a number or 'dense'.")
-@click.option("--gamma1", default=3.0, show_default=True,
-              help="Weight of the expected complexity E[C] (3 moved the gates on ResNet-20 and ResNet-56 where 0.1-1 did not; docs/results.md).")
+@click.option("--gamma1", type=float,
+              help="Weight of the expected complexity E[C]  [default: the number of universal blocks, "
+                   "9 for ResNet-20, 27 for ResNet-56, 16 for ResNet-50, since E[C]'s pull on one block "
+                   "shrinks with depth; docs/results.md]")
 @click.option("--gamma2", default=10.0, show_default=True, help="Weight of the teacher term Omega.")
 @click.option("--theta", default=0.05, show_default=True, help="Proxies with a gate under this are pruned.")
 @click.option("--tolerance", default=0.5, show_default=True, help="Accuracy points the tailored net may lose.")

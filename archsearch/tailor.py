@@ -53,6 +53,20 @@ FULL_EPOCHS = {"teacher_epochs": 3, "student_epochs": 10, "retrain_epochs": 12}
 DEMO_EPOCHS = {"teacher_epochs": 3, "student_epochs": 6, "retrain_epochs": 2}
 
 
+def default_gamma1(num_blocks: int) -> float:
+    """gamma1 when none is given: the number of universal blocks.
+
+    E[C] pulls on a block's gate with gamma1 times that block's share of the MACs, about
+    gamma1 / num_blocks, so a fixed gamma1 is right for one depth only. The sweeps in docs/results.md
+    (2,000 MNIST images, the default stage lengths) found that a pull of one per block removed the
+    most MACs at the teacher's accuracy on both ResNet-20 (gamma1 9: 41 % of the MACs kept within
+    tolerance, against 64 % at 3) and ResNet-56 (gamma1 27: 14 of 27 blocks kept at 0.75 points under
+    the teacher; at 9 keeping 23 already cost 1.0 point); smaller values leave the gates where they
+    started.
+    """
+    return float(num_blocks)
+
+
 @dataclass
 class TailorConfig:
     """Every option of a tailoring run (the CLI fills it; defaults are the built-in default run)."""
@@ -65,7 +79,7 @@ class TailorConfig:
     input_size: str | None = None
     leaf_modules: tuple[str, ...] = ()
     skips: str = "3"
-    gamma1: float = 3.0
+    gamma1: float | None = None  # None: default_gamma1, from the traced network's universal blocks
     gamma2: float = 10.0
     theta: float = 0.05
     tolerance: float = 0.5
@@ -331,6 +345,8 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
     data = load_task_data(cfg.data, input_size=source.input_shape, mean=source.mean, std=source.std,
                           seed=cfg.seed, test_fraction=cfg.test_fraction, train_limit=cfg.train_limit)
     bg = replace_classifier(trace(source.model, source.input_shape, cfg.leaf_modules), data.num_classes)
+    if cfg.gamma1 is None:
+        cfg.gamma1 = default_gamma1(len(bg.universal()))
     d = distributed.init_from_env(cfg.device)
     try:
         report = _tailor(cfg, source, data, bg, d, log if d.is_main else (lambda m: None))
@@ -368,6 +384,8 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     run = _run_dir(cfg, d)
     log(f"run directory: {run.path}" + (f" ({d.world_size} processes)" if d.enabled else ""))
     log(f"data: {data.name}: {len(data.train)} train / {len(data.test)} test images, {data.num_classes} classes")
+    log(f"gamma1: {cfg.gamma1:g} for {len(bg.universal())} universal blocks "
+        f"(default: one per block, {default_gamma1(len(bg.universal())):g})")
     classifier = bg.g.graph["classifier"]
     digest_before = tensor_digest(bg.gm, skip=(classifier + ".",))
 

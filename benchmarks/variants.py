@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shutil
@@ -47,6 +48,8 @@ def main() -> None:
     ap.add_argument("--gamma1", type=float, default=None, help="when varying skips (default: the tool's)")
     ap.add_argument("--quick", action="store_true", help="500 images, 2 student and 1 retraining epochs")
     ap.add_argument("--workdir", default="/tmp/archsearch-variants")
+    ap.add_argument("--table-only", action="store_true",
+                    help="rewrite the table from the finished runs in --workdir, training nothing")
     args = ap.parse_args()
     if args.quick:
         args.train_limit, args.teacher_epochs, args.student_epochs, args.retrain_epochs, args.max_retrains = \
@@ -59,6 +62,12 @@ def main() -> None:
         if teacher_ckpt is not None and not (out / "checkpoints" / "teacher.pt").exists():
             (out / "checkpoints").mkdir(parents=True, exist_ok=True)
             shutil.copy(teacher_ckpt, out / "checkpoints" / "teacher.pt")
+        if args.table_only:
+            if not (out / "report.json").exists():
+                ap.error(f"--table-only: {out} holds no finished run; run without --table-only first")
+            r = json.loads((out / "report.json").read_text())
+            rows.append((value, r, _wall_seconds(out, float("nan")), _student_gate_values(out)))
+            continue
         option = {"gamma1": float(value)} if args.vary == "gamma1" else {"skips": value}
         if args.vary != "gamma1" and args.gamma1 is not None:
             option["gamma1"] = args.gamma1
@@ -69,15 +78,17 @@ def main() -> None:
         start = time.perf_counter()
         r = tailor(cfg, log=lambda m, v=value: print(f"[{args.vary} {v}] {m}", flush=True))
         teacher_ckpt = out / "checkpoints" / "teacher.pt"
-        rows.append((value, r, time.perf_counter() - start, _student_gate_values(out)))
+        rows.append((value, r, _wall_seconds(out, time.perf_counter() - start), _student_gate_values(out)))
         write_table(args, rows, done=len(rows) == len(values))
+    if args.table_only:
+        write_table(args, rows, done=True)
 
 
 def write_table(args: argparse.Namespace, rows: list, done: bool) -> None:
     """The table of the values finished so far (rewritten after each run)."""
     lines = [f"# {args.vary} variants: {args.backbone} (CIFAR-10) → {Path(args.data).name}"
              + ("" if done else " (run not finished)"), "",
-             f"Command: `python {' '.join(sys.argv)}`  ",
+             f"Command: `python {' '.join(a for a in sys.argv if a != '--table-only')}`  ",
              f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
              f"torch {torch.__version__}  ",
              f"Training: {args.train_limit} images, teacher {args.teacher_epochs} epochs (one teacher shared by all rows), student "
@@ -86,19 +97,34 @@ def write_table(args: argparse.Namespace, rows: list, done: bool) -> None:
              f"{rows[0][1]['config']['skips']} unless varied; other options at their defaults.", "",
              f"| {args.vary} | student gates of the universal blocks | gates < 0.5 | chosen k | blocks kept | MACs kept "
              "| params | task-specific params | feature extraction | teacher | student | tailored | within 0.5 "
-             "| wall time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| sweep (k: accuracy, MACs kept) | wall time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for value, r, seconds, gates in rows:
         lines.append(f"| {value} | {' '.join(f'{g:.2f}' for g in gates)} | {sum(1 for g in gates if g < 0.5)} | "
                      f"{r['chosen_k']} | {r['universal_blocks_kept']}/{r['universal_blocks_total']} | "
                      f"{r['tailored_macs'] / r['original_macs'] * 100:.1f} % | {r['tailored_params']:,} | "
                      f"{r['task_specific_params']:,} | {_pct(r.get('feature_extraction_accuracy'))} | "
                      f"{_pct(r['teacher_accuracy'])} | {_pct(r['student_accuracy'])} | {_pct(r['tailored_accuracy'])} | "
-                     f"{'yes' if r['within_tolerance'] else 'no'} | {seconds / 60:.1f} min |")
+                     f"{'yes' if r['within_tolerance'] else 'no'} | {_sweep(r)} | {seconds / 60:.1f} min |")
     doc = ROOT / "docs" / "benchmarks" / f"{args.vary}_{args.backbone}.md"
     doc.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(doc, "\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
+
+
+def _wall_seconds(run: Path, seconds: float) -> float:
+    """The run's wall time when it first finished (kept in wall_seconds.txt: a resumed run reports that)."""
+    record = run / "wall_seconds.txt"
+    if record.exists():
+        return float(record.read_text())
+    if seconds == seconds:  # not NaN: this invocation timed the run
+        atomic_write_text(record, f"{seconds:.1f}\n")
+    return seconds
+
+
+def _sweep(r: dict) -> str:
+    return "; ".join(f"k={t['k']}: {t['accuracy']:.2f} %, {t['macs'] / r['original_macs'] * 100:.0f} %"
+                     for t in sorted(r["sweep"], key=lambda t: t["k"]))
 
 
 def _pct(value: float | None) -> str:

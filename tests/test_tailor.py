@@ -120,3 +120,16 @@ def test_report_warns_when_the_teacher_is_worse_than_feature_extraction(tiny_run
     warning = undertrained_teacher(16.86, 2.98, 3)
     assert "2.98 %" in warning and "16.86 %" in warning and "--teacher-epochs" in warning
     assert f"  warning      {warning}" in summary({**report, "warnings": [warning]}).splitlines()
+
+
+def test_gamma1_defaults_to_the_number_of_universal_blocks(tiny_run):
+    import backbones
+    from archsearch.graph.trace import trace
+    from archsearch.tailor import default_gamma1
+
+    report, run = tiny_run
+    assert report["config"]["gamma1"] == default_gamma1(4) == 4.0  # the tiny model has 4 universal blocks
+    assert json.loads((run / "config.json").read_text())["gamma1"] == 4.0  # resolved before it is stored
+    counts = {name: len(trace(backbones.get_backbone(name), (3, 32, 32)).universal()) for name in ("resnet20", "resnet56")}
+    assert counts == {"resnet20": 9, "resnet56": 27}
+    assert (default_gamma1(counts["resnet20"]), default_gamma1(counts["resnet56"])) == (9.0, 27.0)

@@ -25,6 +25,14 @@ class Trial:
                     blocks_kept=self.blocks_kept)
 
 
+def first_k(gates_off: int, num_blocks: int) -> int:
+    """The sweep's first k: the student's own verdict (its gates under 0.5), at least 1 and at most
+    half the blocks. A strong complexity weight closes most gates while still ranking the blocks;
+    then the count says little, and starting at all of them would spend a retraining on a network
+    with no universal block left (the bisection still climbs past half when that passes)."""
+    return min(max(gates_off, 1), (num_blocks + 1) // 2)
+
+
 def bisect_k(first_guess: int, num_blocks: int, is_ok: Callable[[int], bool], max_tries: int) -> None:
     """Call ``is_ok(k)`` for the ks a bisection for the largest acceptable k needs."""
     best_ok, first_bad = -1, num_blocks + 1

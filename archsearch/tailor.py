@@ -35,7 +35,7 @@ from archsearch.passes.codegen import build_module, read_gates
 from archsearch.passes.insert_proxies import insert_proxies, parse_skips
 from archsearch.passes.prune import prune, removed_blocks
 from archsearch.render import render, to_dot
-from archsearch.select import Trial, bisect_k, choose
+from archsearch.select import Trial, bisect_k, choose, first_k
 from archsearch.train import distributed
 from archsearch.train.distributed import Dist
 from archsearch.train.linear_probe import linear_probe
@@ -319,7 +319,7 @@ class _Pipeline:
         if self.cfg.sweep == "auto":
             gate = alphas(self.trained_bg)
             off = sum(1 for e in self.trained_bg.universal() if gate[e] < 0.5)
-            bisect_k(max(off, 1), num_blocks, self.retrain, self.cfg.max_retrains)
+            bisect_k(first_k(off, num_blocks), num_blocks, self.retrain, self.cfg.max_retrains)
         else:
             for k in parse_sweep(self.cfg.sweep):
                 self.retrain(min(k, num_blocks))

@@ -1,0 +1,42 @@
+"""The pruning sweep's choice of k: where it starts, that the bisection finds the threshold, and the pick."""
+from __future__ import annotations
+
+from hypothesis import given, strategies as st
+
+from archsearch.select import Trial, bisect_k, choose, first_k
+
+
+@given(st.integers(0, 60), st.integers(1, 60))
+def test_first_k_is_the_gates_verdict_bounded_by_half_the_blocks(off, n):
+    off = min(off, n)
+    k = first_k(off, n)
+    assert 1 <= k <= (n + 1) // 2
+    if 1 <= off <= (n + 1) // 2:
+        assert k == off
+
+
+@given(st.integers(1, 40), st.data())
+def test_bisection_finds_the_largest_acceptable_k(n, data):
+    threshold = data.draw(st.integers(-1, n))  # k <= threshold is within tolerance (-1: none is)
+    start = first_k(data.draw(st.integers(0, n)), n)
+    tried: list[int] = []
+
+    def is_ok(k: int) -> bool:
+        tried.append(k)
+        return k <= threshold
+
+    bisect_k(start, n, is_ok, max_tries=2 * n.bit_length() + 2)
+    assert tried[0] == start and len(set(tried)) == len(tried)
+    if threshold >= 0:
+        assert max(k for k in tried if k <= threshold) == threshold
+    else:
+        assert 0 in tried
+
+
+def test_choose_prefers_the_leanest_within_tolerance_else_the_most_accurate():
+    student = Trial(-1, 90.0, 100, 10, 9)
+    trials = [Trial(2, 97.0, 80, 8, 7), Trial(4, 96.6, 60, 6, 5), Trial(6, 95.0, 40, 4, 3)]
+    best, _, within = choose(trials, student, teacher_accuracy=97.0, tolerance=0.5)
+    assert (best.k, within) == (4, True)
+    best, _, within = choose(trials, student, teacher_accuracy=99.0, tolerance=0.5)
+    assert (best.k, within) == (2, False)

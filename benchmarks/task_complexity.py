@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import sys
@@ -29,14 +30,15 @@ sys.path.insert(0, str(ROOT))
 import backbones  # noqa: E402
 from archsearch.runtime import load_universal  # noqa: E402
 from archsearch.io.atomic import atomic_write_text  # noqa: E402
+from benchmarks.common import CIFAR_WEIGHTS as WEIGHTS, SHARED, first_run_seconds  # noqa: E402
 from archsearch.tailor import FULL_EPOCHS, TailorConfig, tailor  # noqa: E402
 from archsearch.train.loop import evaluate  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
 # Teacher epochs where the tool's default (3) leaves the fine-tuned network far from converged.
 TEACHER_EPOCHS = {"Omniglot": 30}
-WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
+# Tasks that always train on every image they have: Omniglot's split is fixed at 15 drawings per character.
+ALL_TRAINING_IMAGES = {"Omniglot"}
 
 
 def omniglot_folder(work: Path) -> Path:
@@ -104,6 +106,8 @@ def main() -> None:
                     help="comma-separated, in the order to run (the table is rewritten after each)")
     ap.add_argument("--quick", action="store_true", help="500 images, 2 student and 1 retraining epochs")
     ap.add_argument("--workdir", default="/tmp/archsearch-tasks")
+    ap.add_argument("--table-only", action="store_true",
+                    help="rewrite the table from the finished runs in --workdir, training nothing")
     args = ap.parse_args()
     if args.quick:
         args.train_limit, args.teacher_epochs, args.student_epochs, args.retrain_epochs, args.max_retrains = \
@@ -121,16 +125,27 @@ def main() -> None:
         data = sources[name] or str(omniglot_folder(Path(args.workdir)))
         out = work / name
         cfg = TailorConfig(backbone=args.backbone, weights=str(SHARED / "cifar10-resnets" / WEIGHTS[args.backbone]),
-                           data=data, out=str(out), train_limit=args.train_limit,
+                           data=data, out=str(out),
+                           train_limit=None if name in ALL_TRAINING_IMAGES and not args.quick else args.train_limit,
                            teacher_epochs=teacher_epochs(args, name),
                            student_epochs=args.student_epochs,
                            retrain_epochs=args.retrain_epochs, max_retrains=args.max_retrains,
                            **({"gamma1": args.gamma1} if args.gamma1 is not None else {}),
                            progress=False, resume=out.exists())
+        if args.table_only:
+            if not (out / "report.json").exists():
+                ap.error(f"--table-only: {out} holds no finished run; run without --table-only first")
+            report = json.loads((out / "report.json").read_text())
+            cfg.fill_epochs()
+            cfg.gamma1 = report["config"]["gamma1"]
+            results[name] = (report, first_run_seconds(out, float("nan")))
+            continue
         start = time.perf_counter()
         report = tailor(cfg, log=lambda m, n=name: print(f"[{n}] {m}", flush=True))
-        results[name] = (report, time.perf_counter() - start)
+        results[name] = (report, first_run_seconds(out, time.perf_counter() - start))
         write_table(args, cfg, results, work, done=len(results) == len(names))
+    if args.table_only:
+        write_table(args, cfg, results, work, done=True)
 
 
 def teacher_epochs(args: argparse.Namespace, task: str) -> int | None:
@@ -145,10 +160,10 @@ def write_table(args: argparse.Namespace, cfg: TailorConfig, results: dict, work
     first = next(iter(results.values()))[0]
     lines = [f"# Task-adaptive complexity: {args.backbone} (CIFAR-10) tailored to {len(results)} targets"
              + ("" if done else " (run not finished)"), "",
-             f"Command: `python {' '.join(sys.argv)}`  ",
+             f"Command: `python {' '.join(a for a in sys.argv if a != '--table-only')}`  ",
              f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
              f"torch {torch.__version__}  ",
-             f"Training: at most {args.train_limit:,} training images per task, teacher "
+             f"Training: at most {args.train_limit:,} training images per task (Omniglot: all 3,630), teacher "
              f"{args.teacher_epochs or FULL_EPOCHS['teacher_epochs']} "
              f"({', '.join(f'{k}: {v}' for k, v in TEACHER_EPOCHS.items())}), "
              f"student {cfg.student_epochs}, retraining {cfg.retrain_epochs} epochs, auto sweep of at most "
@@ -158,7 +173,7 @@ def write_table(args: argparse.Namespace, cfg: TailorConfig, results: dict, work
              f"{first['universal_blocks_total']} universal blocks.", "",
              "| task | classes | train / test | feature extraction | fine-tuning (teacher) | tailored | within tolerance "
              "| MACs kept | MACs removed | params removed | blocks kept | task-specific params | sweep (k: accuracy, MACs kept) "
-             "| wall time (this invocation; a resumed run counts only what it redid) |",
+             "| wall time (of the run's first completion) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, (r, seconds) in results.items():
         sweep = "; ".join(f"k={t['k']}: {t['accuracy']:.2f} %, {t['macs'] / r['original_macs'] * 100:.0f} %"

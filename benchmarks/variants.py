@@ -27,10 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from archsearch.io.atomic import atomic_write_text  # noqa: E402
+from benchmarks.common import CIFAR_WEIGHTS as WEIGHTS, SHARED, first_run_seconds  # noqa: E402
 from archsearch.tailor import TailorConfig, tailor  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
-WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
 
 
 def main() -> None:
@@ -66,7 +65,7 @@ def main() -> None:
             if not (out / "report.json").exists():
                 ap.error(f"--table-only: {out} holds no finished run; run without --table-only first")
             r = json.loads((out / "report.json").read_text())
-            rows.append((value, r, _wall_seconds(out, float("nan")), _student_gate_values(out)))
+            rows.append((value, r, first_run_seconds(out, float("nan")), _student_gate_values(out)))
             continue
         option = {"gamma1": float(value)} if args.vary == "gamma1" else {"skips": value}
         if args.vary != "gamma1" and args.gamma1 is not None:
@@ -78,7 +77,7 @@ def main() -> None:
         start = time.perf_counter()
         r = tailor(cfg, log=lambda m, v=value: print(f"[{args.vary} {v}] {m}", flush=True))
         teacher_ckpt = out / "checkpoints" / "teacher.pt"
-        rows.append((value, r, _wall_seconds(out, time.perf_counter() - start), _student_gate_values(out)))
+        rows.append((value, r, first_run_seconds(out, time.perf_counter() - start), _student_gate_values(out)))
         write_table(args, rows, done=len(rows) == len(values))
     if args.table_only:
         write_table(args, rows, done=True)
@@ -110,16 +109,6 @@ def write_table(args: argparse.Namespace, rows: list, done: bool) -> None:
     doc.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(doc, "\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
-
-
-def _wall_seconds(run: Path, seconds: float) -> float:
-    """The run's wall time when it first finished (kept in wall_seconds.txt: a resumed run reports that)."""
-    record = run / "wall_seconds.txt"
-    if record.exists():
-        return float(record.read_text())
-    if seconds == seconds:  # not NaN: this invocation timed the run
-        atomic_write_text(record, f"{seconds:.1f}\n")
-    return seconds
 
 
 def _sweep(r: dict) -> str:

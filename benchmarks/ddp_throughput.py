@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from archsearch.io.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["-m", "archsearch", "tailor", "--backbone", "resnet20", "--data", "digits", "--quiet",
         "--teacher-epochs", "1", "--student-epochs", "2", "--retrain-epochs", "1", "--sweep", "1"]
@@ -50,7 +52,7 @@ def main() -> None:
               f"gates: {reports[2]['distributed']['gates_identical_across_ranks']}."]
     doc = ROOT / "docs" / "benchmarks" / "ddp_throughput.md"
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text("\n".join(lines) + "\n")
+    atomic_write_text(doc, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

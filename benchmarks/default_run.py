@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from archsearch.io.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,7 +51,7 @@ def main() -> None:
         "Sweep: " + "; ".join(f"k={t['k']}: {t['accuracy']:.2f} %, {t['macs'] / 1e6:.2f} M MACs" for t in r["sweep"]),
     ]
     Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.doc).write_text("\n".join(lines) + "\n")
+    atomic_write_text(Path(args.doc), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

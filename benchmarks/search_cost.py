@@ -22,6 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from archsearch.io.atomic import atomic_write_text  # noqa: E402
 import backbones  # noqa: E402
 from archsearch.graph.blockgraph import BlockGraph  # noqa: E402
 from archsearch.graph.classifier import replace_classifier  # noqa: E402
@@ -92,7 +93,7 @@ def main() -> None:
               f"{'met' if ratio <= 1.5 else 'NOT met'}). Against a channels-last teacher step: "
               f"{med['student'] / med['teacher, channels-last']:.2f}x."]
     Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.doc).write_text("\n".join(lines) + "\n")
+    atomic_write_text(Path(args.doc), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -19,6 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from archsearch.io.atomic import atomic_write_text  # noqa: E402
 import backbones  # noqa: E402
 from archsearch.graph.trace import trace  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
@@ -82,7 +83,7 @@ def main() -> None:
         "Both networks were timed in one process, interleaved, after warm-up; the figure is the median.",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

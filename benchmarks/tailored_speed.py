@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
+from archsearch.io.atomic import atomic_write_text  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
 
 
@@ -58,7 +59,7 @@ def main() -> None:
              "Original: the backbone with the task's classifier (eager). Tailored: the run's tailored.pt. "
              f"Interleaved in one process, median of {args.repeats} after 3 warm-up passes.", "", *rows]
     args.doc.parent.mkdir(parents=True, exist_ok=True)
-    args.doc.write_text("\n".join(lines) + "\n")
+    atomic_write_text(args.doc, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

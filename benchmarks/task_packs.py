@@ -21,6 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from archsearch.io.atomic import atomic_write_text  # noqa: E402
 import backbones  # noqa: E402
 from archsearch.packs import pack_table  # noqa: E402
 from archsearch.runtime import attach, load_universal  # noqa: E402
@@ -98,7 +99,7 @@ def main() -> None:
               f"ratio **{ratio * 100:.1f} %**, slowest task {worst * 100:.1f} % (target: under 10 %). "
               f"Measured interleaved, {rounds - warmup} rounds after {warmup} warm-up."]
     Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.doc).write_text("\n".join(lines) + "\n")
+    atomic_write_text(Path(args.doc), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

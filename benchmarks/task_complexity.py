@@ -191,8 +191,8 @@ def write_table(args: argparse.Namespace, cfg: TailorConfig, results: dict, work
         anchor = next(iter(results))
         cifar_before, cifar_after = cifar_check(args.backbone, work / anchor / "universal.pt")
         lines += ["", f"Source task (CIFAR-10, every 5th test image: 2,000): the pre-trained network scores "
-                  f"{cifar_before:.2f} % (the shared copy of the test set is stored as lossy JPEG: about 81 %, not the "
-                  f"checkpoint's 91.8 %); with every universal tensor read back from {anchor}'s universal.pt it "
+                  f"{cifar_before:.2f} % (the shared copy of the test set is stored as lossy JPEG, so this is below the "
+                  f"checkpoint's published accuracy); with every universal tensor read back from {anchor}'s universal.pt it "
                   f"scores {cifar_after:.2f} % ({'identical' if cifar_before == cifar_after else 'DIFFERENT'}): "
                   "tailoring never writes to the shared blocks (every report also checks their SHA-256: "
                   f"{all(r['universal_unchanged'] for r, _ in results.values())})."]

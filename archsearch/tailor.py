@@ -119,6 +119,8 @@ class TailorConfig:
         """Reject impossible options early, each with one clear line."""
         self.fill_epochs()
         parse_skips(self.skips)
+        if self.gamma1 is not None and self.gamma1 < 0:
+            raise UserError(f"--gamma1 must be 0 or more (0 turns the complexity term off), not {self.gamma1}")
         if self.tolerance < 0:
             raise UserError(f"--tolerance must be 0 or more accuracy points, not {self.tolerance}")
         if not 0 <= self.theta < 1:

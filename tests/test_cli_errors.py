@@ -205,6 +205,7 @@ def test_idx_counts_disagree(tmp_path):
     (["--skips", "0"], "--skips"),
     (["--skips", "many"], "--skips"),
     (["--tolerance", "-1"], "--tolerance"),
+    (["--gamma1", "-3"], "--gamma1"),
     (["--train-limit", "0"], "--train-limit"),
     (["--sweep", "1,x"], "--sweep"),
 ])

@@ -1,6 +1,7 @@
 """What the tailoring benchmarks share: where the shared data lives and how a run's wall time is kept."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from archsearch.io.atomic import atomic_write_text
@@ -19,3 +20,15 @@ def first_run_seconds(run: Path, seconds: float) -> float:
     if seconds == seconds:
         atomic_write_text(record, f"{seconds:.1f}\n")
     return seconds
+
+
+def finished_report(run: Path) -> dict | None:
+    """A finished run's report.json, or None when the run has not finished."""
+    path = run / "report.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def sweep_summary(report: dict) -> str:
+    """The sweep as 'k=…: accuracy, MACs kept' items in order of k."""
+    return "; ".join(f"k={t['k']}: {t['accuracy']:.2f} %, {t['macs'] / report['original_macs'] * 100:.0f} %"
+                     for t in sorted(report["sweep"], key=lambda t: t["k"]))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -30,9 +29,10 @@ sys.path.insert(0, str(ROOT))
 import backbones  # noqa: E402
 from archsearch.runtime import load_universal  # noqa: E402
 from archsearch.io.atomic import atomic_write_text  # noqa: E402
-from benchmarks.common import CIFAR_WEIGHTS as WEIGHTS, SHARED, first_run_seconds  # noqa: E402
 from archsearch.tailor import FULL_EPOCHS, TailorConfig, tailor  # noqa: E402
 from archsearch.train.loop import evaluate  # noqa: E402
+from benchmarks.common import (CIFAR_WEIGHTS as WEIGHTS, SHARED, finished_report, first_run_seconds,  # noqa: E402
+                               sweep_summary)
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 # Teacher epochs where the tool's default (3) leaves the fine-tuned network far from converged.
@@ -133,9 +133,7 @@ def main() -> None:
                            **({"gamma1": args.gamma1} if args.gamma1 is not None else {}),
                            progress=False, resume=out.exists())
         if args.table_only:
-            if not (out / "report.json").exists():
-                ap.error(f"--table-only: {out} holds no finished run; run without --table-only first")
-            report = json.loads((out / "report.json").read_text())
+            report = finished_report(out) or ap.error(f"--table-only: {out} holds no finished run; run without it first")
             cfg.fill_epochs()
             cfg.gamma1 = report["config"]["gamma1"]
             results[name] = (report, first_run_seconds(out, float("nan")))
@@ -176,8 +174,6 @@ def write_table(args: argparse.Namespace, cfg: TailorConfig, results: dict, work
              "| wall time (of the run's first completion) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, (r, seconds) in results.items():
-        sweep = "; ".join(f"k={t['k']}: {t['accuracy']:.2f} %, {t['macs'] / r['original_macs'] * 100:.0f} %"
-                          for t in sorted(r["sweep"], key=lambda t: t["k"]))
         lines.append(
             f"| {name} | {r['num_classes']} | {r.get('train_images', '—')} / {r.get('test_images', '—')} | "
             f"{r['feature_extraction_accuracy']:.2f} % | {r['teacher_accuracy']:.2f} % | "
@@ -186,7 +182,7 @@ def write_table(args: argparse.Namespace, cfg: TailorConfig, results: dict, work
             f"{(1 - r['tailored_macs'] / r['original_macs']) * 100:.1f} % | "
             f"{(1 - r['tailored_params'] / r['original_params']) * 100:.1f} % | "
             f"{r['universal_blocks_kept']}/{r['universal_blocks_total']} | {r['task_specific_params']:,} | "
-            f"{sweep} | {seconds / 60:.1f} min |")
+            f"{sweep_summary(r)} | {seconds / 60:.1f} min |")
     if done:
         anchor = next(iter(results))
         cifar_before, cifar_after = cifar_check(args.backbone, work / anchor / "universal.pt")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import shutil
@@ -27,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from archsearch.io.atomic import atomic_write_text  # noqa: E402
-from benchmarks.common import CIFAR_WEIGHTS as WEIGHTS, SHARED, first_run_seconds  # noqa: E402
 from archsearch.tailor import TailorConfig, tailor  # noqa: E402
+from benchmarks.common import (CIFAR_WEIGHTS as WEIGHTS, SHARED, finished_report, first_run_seconds,  # noqa: E402
+                               sweep_summary)
 
 
 
@@ -58,15 +58,13 @@ def main() -> None:
     rows, teacher_ckpt = [], None
     for value in values:
         out = work / value
+        if args.table_only:
+            r = finished_report(out) or ap.error(f"--table-only: {out} holds no finished run; run without it first")
+            rows.append((value, r, first_run_seconds(out, float("nan")), _student_gate_values(out)))
+            continue
         if teacher_ckpt is not None and not (out / "checkpoints" / "teacher.pt").exists():
             (out / "checkpoints").mkdir(parents=True, exist_ok=True)
             shutil.copy(teacher_ckpt, out / "checkpoints" / "teacher.pt")
-        if args.table_only:
-            if not (out / "report.json").exists():
-                ap.error(f"--table-only: {out} holds no finished run; run without --table-only first")
-            r = json.loads((out / "report.json").read_text())
-            rows.append((value, r, first_run_seconds(out, float("nan")), _student_gate_values(out)))
-            continue
         option = {"gamma1": float(value)} if args.vary == "gamma1" else {"skips": value}
         if args.vary != "gamma1" and args.gamma1 is not None:
             option["gamma1"] = args.gamma1
@@ -104,16 +102,11 @@ def write_table(args: argparse.Namespace, rows: list, done: bool) -> None:
                      f"{r['tailored_macs'] / r['original_macs'] * 100:.1f} % | {r['tailored_params']:,} | "
                      f"{r['task_specific_params']:,} | {_pct(r.get('feature_extraction_accuracy'))} | "
                      f"{_pct(r['teacher_accuracy'])} | {_pct(r['student_accuracy'])} | {_pct(r['tailored_accuracy'])} | "
-                     f"{'yes' if r['within_tolerance'] else 'no'} | {_sweep(r)} | {seconds / 60:.1f} min |")
+                     f"{'yes' if r['within_tolerance'] else 'no'} | {sweep_summary(r)} | {seconds / 60:.1f} min |")
     doc = ROOT / "docs" / "benchmarks" / f"{args.vary}_{args.backbone}.md"
     doc.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(doc, "\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
-
-
-def _sweep(r: dict) -> str:
-    return "; ".join(f"k={t['k']}: {t['accuracy']:.2f} %, {t['macs'] / r['original_macs'] * 100:.0f} %"
-                     for t in sorted(r["sweep"], key=lambda t: t["k"]))
 
 
 def _pct(value: float | None) -> str:

@@ -8,6 +8,7 @@ from typing import Callable
 
 import click
 
+from archsearch.allocator import keep_freed_memory
 from archsearch.errors import UserError
 
 
@@ -52,6 +53,7 @@ def main(debug: bool) -> None:
     archsearch inspect --backbone resnet50 --input-size 3,224,224
     archsearch render runs/<run> -o arch.svg
     """
+    keep_freed_memory()
 
 
 @main.command()

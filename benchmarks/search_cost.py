@@ -22,6 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from archsearch.allocator import keep_freed_memory  # noqa: E402
 from archsearch.io.atomic import atomic_write_text  # noqa: E402
 import backbones  # noqa: E402
 from archsearch.graph.blockgraph import BlockGraph  # noqa: E402
@@ -50,6 +51,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks" / "search_cost.md"))
     args = ap.parse_args()
+    keep_freed_memory()  # as the archsearch command does (archsearch/allocator.py)
     repeats = 5 if args.quick else args.repeats
     shape = backbones.default_input_size(args.backbone)
     bg = replace_classifier(trace(backbones.get_backbone(args.backbone), shape), 10)

@@ -19,6 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from archsearch.allocator import keep_freed_memory  # noqa: E402
 from archsearch.io.atomic import atomic_write_text  # noqa: E402
 import backbones  # noqa: E402
 from archsearch.graph.trace import trace  # noqa: E402
@@ -63,6 +64,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="5 repeats")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "slim_speed.md"))
     args = ap.parse_args()
+    keep_freed_memory()  # as the archsearch command does (archsearch/allocator.py)
     repeats = 5 if args.quick else args.repeats
     original, slim, macs0, macs1, removed = slim_resnet56()
     lat = interleaved_latency({"original": original, "slim": slim}, (3, 32, 32), args.batch, repeats=repeats)

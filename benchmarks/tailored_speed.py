@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
+from archsearch.allocator import keep_freed_memory  # noqa: E402
 from archsearch.io.atomic import atomic_write_text  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
 
@@ -33,7 +34,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "tailored_speed.md")
+    ap.add_argument("--glibc-malloc", action="store_true",
+                    help="leave glibc's allocator at its defaults (freed tensors go back to the kernel)")
     args = ap.parse_args()
+    allocator = "glibc defaults" if args.glibc_malloc or not keep_freed_memory() else "freed memory kept"
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = ["| run | k | MACs kept | MAC factor | batch 1 (ms) | batch 64 (ms) | speed-up b1 | speed-up b64 "
@@ -53,9 +57,9 @@ def main() -> None:
                     f"{t[64]['original'] * 1e3:.1f} → {t[64]['tailored'] * 1e3:.1f} | {s1:.2f}x | {s64:.2f}x | "
                     f"**{s64 / factor * 100:.0f} %** |")
     lines = ["# Tailored networks: measured CPU speed against MACs", "",
-             f"Command: `python benchmarks/tailored_speed.py {' '.join(str(r) for r in args.runs)}`  ",
+             f"Command: `python {' '.join(sys.argv)}`  ",
              f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}", "",
+             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, allocator: {allocator}", "",
              "Original: the backbone with the task's classifier (eager). Tailored: the run's tailored.pt. "
              f"Interleaved in one process, median of {args.repeats} after 3 warm-up passes.", "", *rows]
     args.doc.parent.mkdir(parents=True, exist_ok=True)

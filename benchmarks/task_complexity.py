@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
+from archsearch.allocator import keep_freed_memory  # noqa: E402
 from archsearch.runtime import load_universal  # noqa: E402
 from archsearch.io.atomic import atomic_write_text  # noqa: E402
 from archsearch.tailor import FULL_EPOCHS, TailorConfig, tailor  # noqa: E402
@@ -109,6 +110,7 @@ def main() -> None:
     ap.add_argument("--table-only", action="store_true",
                     help="rewrite the table from the finished runs in --workdir, training nothing")
     args = ap.parse_args()
+    keep_freed_memory()  # as the archsearch command does (archsearch/allocator.py)
     if args.quick:
         args.train_limit, args.teacher_epochs, args.student_epochs, args.retrain_epochs, args.max_retrains = \
             500, 2, 2, 1, 2

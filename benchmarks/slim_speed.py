@@ -73,7 +73,7 @@ def main() -> None:
     verdict = "meets" if speedup >= 0.8 * mac_factor else "FALLS SHORT of"
     lines = [
         "# Slim ResNet-56: latency against MACs", "",
-        f"Command: `python benchmarks/slim_speed.py --batch {args.batch} --repeats {repeats}`  ",
+        f"Command: `python {' '.join(sys.argv)}`  ",
         f"Date: {datetime.date.today()}, machine: {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}", "",
         "| network | universal blocks | MACs | median latency (batch %d) |" % args.batch,

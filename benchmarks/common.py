@@ -1,8 +1,14 @@
 """What the tailoring benchmarks share: where the shared data lives and how a run's wall time is kept."""
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import platform
+import sys
 from pathlib import Path
+
+import torch
 
 from archsearch.io.atomic import atomic_write_text
 
@@ -32,3 +38,17 @@ def sweep_summary(report: dict) -> str:
     """The sweep as 'k=…: accuracy, MACs kept' items in order of k."""
     return "; ".join(f"k={t['k']}: {t['accuracy']:.2f} %, {t['macs'] / report['original_macs'] * 100:.0f} %"
                      for t in sorted(report["sweep"], key=lambda t: t["k"]))
+
+
+def provenance(allocator: str) -> list[str]:
+    """The command that ran and the date, machine, threads, torch and allocator it ran with."""
+    return [f"Command: `python {' '.join(sys.argv)}`  ",
+            f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, allocator: {allocator}  "]
+
+
+def write_doc(path: Path, lines: list[str]) -> None:
+    """Write a benchmark's table atomically and echo it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    print("\n".join(lines))

@@ -10,10 +10,7 @@ factor. Writes docs/benchmarks/tailored_speed.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 
@@ -23,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
+from benchmarks.common import provenance, write_doc  # noqa: E402
 from archsearch.allocator import keep_freed_memory  # noqa: E402
-from archsearch.io.atomic import atomic_write_text  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
 
 
@@ -57,14 +54,10 @@ def main() -> None:
                     f"{t[64]['original'] * 1e3:.1f} → {t[64]['tailored'] * 1e3:.1f} | {s1:.2f}x | {s64:.2f}x | "
                     f"**{s64 / factor * 100:.0f} %** |")
     lines = ["# Tailored networks: measured CPU speed against MACs", "",
-             f"Command: `python {' '.join(sys.argv)}`  ",
-             f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, allocator: {allocator}", "",
+             *provenance(allocator), "",
              "Original: the backbone with the task's classifier (eager). Tailored: the run's tailored.pt. "
              f"Interleaved in one process, median of {args.repeats} after 3 warm-up passes.", "", *rows]
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.doc, "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_doc(args.doc, lines)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,7 @@ Writes docs/benchmarks/time_breakdown.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -33,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
+from benchmarks.common import provenance, write_doc  # noqa: E402
 from archsearch.graph.trace import symbolic_trace  # noqa: E402
 from archsearch.allocator import keep_freed_memory  # noqa: E402
-from archsearch.io.atomic import atomic_write_text  # noqa: E402
 from archsearch.nn.proxy import HalvingMaxPool  # noqa: E402
 
 OTHERS = ("batch-norms", "proxy products", "pooling", "activations", "sums and gate scaling", "everything else")
@@ -175,17 +172,13 @@ def main() -> None:
     factor = report["original_macs"] / report["tailored_macs"]
     speedup = t["original"]["total"] / t["tailored"]["total"]
     lines = ["# Where a tailored network's time goes", "",
-             f"Command: `python {' '.join(sys.argv)}`  ",
-             f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, allocator: {allocator}  ",
+             *provenance(allocator),
              f"Run: {report['backbone']} → {report['dataset']}, k={report['chosen_k']}, "
              f"{report['tailored_macs'] / report['original_macs'] * 100:.1f} % of the MACs ({factor:.2f}x fewer)", "",
              f"Batch {args.batch}; each forward pass run node by node (torch.fx Interpreter), original and tailored "
              f"alternating; per category the median over {args.repeats} passes. Node-by-node: "
              f"{speedup:.2f}x faster, {speedup / factor * 100:.0f} % of the MAC factor.", "", *rows]
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.doc, "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_doc(args.doc, lines)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,11 @@ BOTTLENECK_DIVISOR = 16
 class HalvingMaxPool(nn.Module):
     """Max over non-overlapping 2x2 windows, ``times`` times over (sizes divisible by 2**times).
 
-    The same values as ``nn.MaxPool2d(2 ** times)``, computed as the maximum of four strided views:
-    on CPU, max-pooling's NCHW kernel costs more than a 3x3 convolution of the same map, which made
-    proxies (and so tailored networks) slow. When a gradient must flow back through the pool, it is
-    max_pool2d after all: the strided views' backward costs three times max_pool2d's.
+    The same values as ``nn.MaxPool2d(2 ** times)``, computed as the maximum of row pairs, then of
+    column pairs: on CPU, max-pooling's NCHW kernel costs more than a 3x3 convolution of the same
+    map, which made proxies (and so tailored networks) slow. On a 64x16x32x32 map: 0.40 ms, against
+    0.51 ms for the maximum of four strided views and 2.8 ms for max_pool2d. When a gradient must flow
+    back through the pool, it is max_pool2d after all: the views' backward costs three times its.
     """
 
     def __init__(self, times: int) -> None:
@@ -37,8 +38,10 @@ class HalvingMaxPool(nn.Module):
         if x.requires_grad:  # training through the pool: max_pool2d's backward is the cheap one
             return F.max_pool2d(x, 2 ** self.times)
         for _ in range(self.times):
-            x = torch.maximum(torch.maximum(x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2]),
-                              torch.maximum(x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]))
+            rows = x.unflatten(2, (-1, 2))
+            x = torch.maximum(rows[:, :, :, 0], rows[:, :, :, 1])
+            cols = x.unflatten(3, (-1, 2))
+            x = torch.maximum(cols[..., 0], cols[..., 1])
         return x
 
     def extra_repr(self) -> str:

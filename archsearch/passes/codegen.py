@@ -131,12 +131,14 @@ class _Emitter:
         return self.pools[(arg.name, key)]
 
     def _pool(self, module: nn.Module, arg: fx.Node) -> fx.Node:
-        if isinstance(module, HalvingMaxPool):
+        if isinstance(module, HalvingMaxPool):  # as HalvingMaxPool.forward: rows, then columns
             for _ in range(module.times):
-                quarter = [self.call(operator.getitem, arg, (_ALL, _ALL, slice(i, None, 2), slice(j, None, 2)))
-                           for j in (0, 1) for i in (0, 1)]
-                arg = self.call(torch.maximum, self.call(torch.maximum, quarter[0], quarter[1]),
-                                self.call(torch.maximum, quarter[2], quarter[3]))
+                rows = self.call(torch.unflatten, arg, 2, (-1, 2))
+                arg = self.call(torch.maximum, self.call(operator.getitem, rows, (_ALL, _ALL, _ALL, 0)),
+                                self.call(operator.getitem, rows, (_ALL, _ALL, _ALL, 1)))
+                cols = self.call(torch.unflatten, arg, 3, (-1, 2))
+                arg = self.call(torch.maximum, self.call(operator.getitem, cols, (Ellipsis, 0)),
+                                self.call(operator.getitem, cols, (Ellipsis, 1)))
             return arg
         if isinstance(module, nn.MaxPool2d):
             return self.call(F.max_pool2d, arg, module.kernel_size, module.stride, module.padding, module.dilation,

@@ -30,13 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
-from benchmarks.common import provenance, write_doc  # noqa: E402
-from archsearch.graph.trace import symbolic_trace  # noqa: E402
 from archsearch.allocator import keep_freed_memory  # noqa: E402
+from archsearch.graph.trace import symbolic_trace  # noqa: E402
 from archsearch.nn.proxy import HalvingMaxPool  # noqa: E402
+from benchmarks.common import provenance, write_doc  # noqa: E402
 
 OTHERS = ("batch-norms", "proxy products", "pooling", "activations", "sums and gate scaling", "everything else")
-_PRODUCTS = {"bmm", "baddbmm", "baddbmm_", "matmul", "addmm", "addmm_"}
+_PRODUCTS = {"bmm", "baddbmm", "baddbmm_"}  # how the slim code runs proxies
 _POOLS = {"maximum", "max_pool2d"}
 _ACTS = {"relu", "relu_"}
 _SUMS = {"add", "add_", "mul", "mul_", "iadd"}
@@ -104,7 +104,7 @@ def _macs(gm: fx.GraphModule, node: fx.Node, out: Any, env: dict) -> int:
         if isinstance(module, nn.Conv2d):
             return out.numel() * module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
         return 0
-    if _name(node) in {"bmm", "baddbmm", "baddbmm_"}:
+    if _name(node) in _PRODUCTS:
         weight = node.args[-2]  # (b)addbmm(_)(…, batch1, batch2): batch1 is the weight
         return out.numel() * env[weight].shape[-1] if isinstance(weight, fx.Node) else 0
     return 0
@@ -140,7 +140,8 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "time_breakdown.md")
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "time_breakdown.md",
+                    help="where the table goes (results.md cites time_breakdown_resnet20.md and _resnet56.md)")
     ap.add_argument("--glibc-malloc", action="store_true",
                     help="leave glibc's allocator at its defaults (freed tensors go back to the kernel)")
     args = ap.parse_args()

@@ -348,7 +348,7 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
                           seed=cfg.seed, test_fraction=cfg.test_fraction, train_limit=cfg.train_limit)
     bg = replace_classifier(trace(source.model, source.input_shape, cfg.leaf_modules), data.num_classes)
     if cfg.gamma1 is None:
-        cfg.gamma1 = default_gamma1(len(bg.universal()))
+        cfg = dataclasses.replace(cfg, gamma1=default_gamma1(len(bg.universal())))  # the caller's stays as given
     d = distributed.init_from_env(cfg.device)
     try:
         report = _tailor(cfg, source, data, bg, d, log if d.is_main else (lambda m: None))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from archsearch.allocator import keep_freed_memory
 from archsearch.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,14 @@ def sweep_summary(report: dict) -> str:
     """The sweep as 'k=…: accuracy, MACs kept' items in order of k."""
     return "; ".join(f"k={t['k']}: {t['accuracy']:.2f} %, {t['macs'] / report['original_macs'] * 100:.0f} %"
                      for t in sorted(report["sweep"], key=lambda t: t["k"]))
+
+
+def set_allocator(glibc_defaults: bool = False) -> str:
+    """Keep freed memory, as the archsearch command does (archsearch/allocator.py), unless asked not
+    to; returns the setting in words for the table."""
+    if glibc_defaults or not keep_freed_memory():
+        return "glibc defaults"
+    return "freed memory kept"
 
 
 def provenance(allocator: str) -> list[str]:

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
-from archsearch.allocator import keep_freed_memory  # noqa: E402
+from benchmarks.common import set_allocator  # noqa: E402
 from archsearch.graph.classifier import replace_classifier  # noqa: E402
 from archsearch.graph.trace import trace  # noqa: E402
 from archsearch.io.checkpoint import load_checkpoint  # noqa: E402
@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--thetas", default="0.05,0.15,0.25,0.34")
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
-    keep_freed_memory()  # as the archsearch command does (archsearch/allocator.py)
+    set_allocator()
     report = json.loads((args.run / "report.json").read_text())
     shape = tuple(report["input_shape"])
     bg = replace_classifier(trace(backbones.get_backbone(report["backbone"]), shape), report["num_classes"])

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
-import platform
 import statistics
 import sys
 import time
@@ -22,9 +20,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from archsearch.allocator import keep_freed_memory  # noqa: E402
-from archsearch.io.atomic import atomic_write_text  # noqa: E402
 import backbones  # noqa: E402
+from benchmarks.common import provenance, set_allocator, write_doc  # noqa: E402
 from archsearch.graph.blockgraph import BlockGraph  # noqa: E402
 from archsearch.graph.classifier import replace_classifier  # noqa: E402
 from archsearch.graph.trace import trace  # noqa: E402
@@ -51,7 +48,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks" / "search_cost.md"))
     args = ap.parse_args()
-    keep_freed_memory()  # as the archsearch command does (archsearch/allocator.py)
+    allocator = set_allocator()
     repeats = 5 if args.quick else args.repeats
     shape = backbones.default_input_size(args.backbone)
     bg = replace_classifier(trace(backbones.get_backbone(args.backbone), shape), 10)
@@ -80,10 +77,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["student"] / med["teacher"]
     lines = ["# Search cost: student step against teacher step", "",
-             f"Command: `python benchmarks/search_cost.py --backbone {args.backbone} --batch {args.batch} "
-             f"--repeats {repeats}`  ",
-             f"Date: {datetime.date.today()}, {platform.machine()} CPU, {torch.get_num_threads()} threads, "
-             f"torch {torch.__version__}; the four steps interleaved, median of {repeats}", "",
+             *provenance(allocator), f"The four steps interleaved, median of {repeats}.", "",
              "| step | median seconds | / teacher step |", "|---|---|---|"]
     labels = {"teacher": "teacher fine-tuning (all weights; as `tailor` runs it)",
               "student": "student (proxies, gates, classifier; teacher targets for Omega; E[C]; as `tailor` runs it)",
@@ -94,9 +88,7 @@ def main() -> None:
     lines += ["", f"Ratio student / teacher: **{ratio:.2f}x** (target: at most 1.5x; "
               f"{'met' if ratio <= 1.5 else 'NOT met'}). Against a channels-last teacher step: "
               f"{med['student'] / med['teacher, channels-last']:.2f}x."]
-    Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.doc), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_doc(Path(args.doc), lines)
 
 
 if __name__ == "__main__":

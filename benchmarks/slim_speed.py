@@ -9,8 +9,6 @@ against the original, interleaved in one process. Writes docs/benchmarks/slim_sp
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 from pathlib import Path
 
@@ -19,9 +17,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from archsearch.allocator import keep_freed_memory  # noqa: E402
-from archsearch.io.atomic import atomic_write_text  # noqa: E402
 import backbones  # noqa: E402
+from benchmarks.common import provenance, set_allocator, write_doc  # noqa: E402
 from archsearch.graph.trace import trace  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
 from archsearch.passes.codegen import build_module, read_gates  # noqa: E402
@@ -64,7 +61,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="5 repeats")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "slim_speed.md"))
     args = ap.parse_args()
-    keep_freed_memory()  # as the archsearch command does (archsearch/allocator.py)
+    allocator = set_allocator()
     repeats = 5 if args.quick else args.repeats
     original, slim, macs0, macs1, removed = slim_resnet56()
     lat = interleaved_latency({"original": original, "slim": slim}, (3, 32, 32), args.batch, repeats=repeats)
@@ -73,9 +70,7 @@ def main() -> None:
     verdict = "meets" if speedup >= 0.8 * mac_factor else "FALLS SHORT of"
     lines = [
         "# Slim ResNet-56: latency against MACs", "",
-        f"Command: `python {' '.join(sys.argv)}`  ",
-        f"Date: {datetime.date.today()}, machine: {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}", "",
+        *provenance(allocator), "",
         "| network | universal blocks | MACs | median latency (batch %d) |" % args.batch,
         "|---|---|---|---|",
         f"| original ResNet-56 | 27 | {macs0 / 1e6:.2f} M | {lat['original'] * 1e3:.1f} ms |",
@@ -84,9 +79,7 @@ def main() -> None:
         f"= {speedup / mac_factor * 100:.0f} % of the MAC factor ({verdict} the 80 % bar).", "",
         "Both networks were timed in one process, interleaved, after warm-up; the figure is the median.",
     ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_doc(Path(args.out), lines)
 
 
 if __name__ == "__main__":

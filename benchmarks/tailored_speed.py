@@ -20,8 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
-from benchmarks.common import provenance, write_doc  # noqa: E402
-from archsearch.allocator import keep_freed_memory  # noqa: E402
+from benchmarks.common import provenance, set_allocator, write_doc  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
 
 
@@ -34,7 +33,7 @@ def main() -> None:
     ap.add_argument("--glibc-malloc", action="store_true",
                     help="leave glibc's allocator at its defaults (freed tensors go back to the kernel)")
     args = ap.parse_args()
-    allocator = "glibc defaults" if args.glibc_malloc or not keep_freed_memory() else "freed memory kept"
+    allocator = set_allocator(args.glibc_malloc)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = ["| run | k | MACs kept | MAC factor | batch 1 (ms) | batch 64 (ms) | speed-up b1 | speed-up b64 "

@@ -27,12 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
-from archsearch.allocator import keep_freed_memory  # noqa: E402
 from archsearch.runtime import load_universal  # noqa: E402
 from archsearch.io.atomic import atomic_write_text  # noqa: E402
 from archsearch.tailor import FULL_EPOCHS, TailorConfig, tailor  # noqa: E402
 from archsearch.train.loop import evaluate  # noqa: E402
-from benchmarks.common import (CIFAR_WEIGHTS as WEIGHTS, SHARED, finished_report, first_run_seconds,  # noqa: E402
+from benchmarks.common import (set_allocator, CIFAR_WEIGHTS as WEIGHTS, SHARED, finished_report, first_run_seconds,  # noqa: E402
                                sweep_summary)
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
@@ -110,7 +109,7 @@ def main() -> None:
     ap.add_argument("--table-only", action="store_true",
                     help="rewrite the table from the finished runs in --workdir, training nothing")
     args = ap.parse_args()
-    keep_freed_memory()  # as the archsearch command does (archsearch/allocator.py)
+    set_allocator()
     if args.quick:
         args.train_limit, args.teacher_epochs, args.student_epochs, args.retrain_epochs, args.max_retrains = \
             500, 2, 2, 1, 2

@@ -21,9 +21,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from archsearch.allocator import keep_freed_memory  # noqa: E402
 from archsearch.io.atomic import atomic_write_text  # noqa: E402
 import backbones  # noqa: E402
+from benchmarks.common import set_allocator  # noqa: E402
 from archsearch.packs import pack_table  # noqa: E402
 from archsearch.runtime import attach, load_universal  # noqa: E402
 from archsearch.tailor import TailorConfig, tailor  # noqa: E402
@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/archsearch-packs")
     ap.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks" / "task_packs.md"))
     args = ap.parse_args()
-    keep_freed_memory()  # as the archsearch command does (archsearch/allocator.py)
+    set_allocator()
     epochs = dict(teacher_epochs=1, student_epochs=1, retrain_epochs=1) if args.quick else \
         dict(teacher_epochs=2, student_epochs=3, retrain_epochs=2)
     runs = {}

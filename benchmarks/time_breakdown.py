@@ -30,10 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
-from archsearch.allocator import keep_freed_memory  # noqa: E402
 from archsearch.graph.trace import symbolic_trace  # noqa: E402
 from archsearch.nn.proxy import HalvingMaxPool  # noqa: E402
-from benchmarks.common import provenance, write_doc  # noqa: E402
+from benchmarks.common import provenance, set_allocator, write_doc  # noqa: E402
 
 OTHERS = ("batch-norms", "proxy products", "pooling", "activations", "sums and gate scaling", "everything else")
 _PRODUCTS = {"bmm", "baddbmm", "baddbmm_"}  # how the slim code runs proxies
@@ -145,7 +144,7 @@ def main() -> None:
     ap.add_argument("--glibc-malloc", action="store_true",
                     help="leave glibc's allocator at its defaults (freed tensors go back to the kernel)")
     args = ap.parse_args()
-    allocator = "glibc defaults" if args.glibc_malloc or not keep_freed_memory() else "freed memory kept"
+    allocator = set_allocator(args.glibc_malloc)
     report = json.loads((args.run / "report.json").read_text())
     original = symbolic_trace(backbones.get_backbone(report["backbone"], num_classes=report["num_classes"]).eval())
     tailored = torch.load(args.run / "tailored.pt", weights_only=False).eval()

@@ -25,10 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from archsearch.allocator import keep_freed_memory  # noqa: E402
 from archsearch.io.atomic import atomic_write_text  # noqa: E402
 from archsearch.tailor import TailorConfig, tailor  # noqa: E402
-from benchmarks.common import (CIFAR_WEIGHTS as WEIGHTS, SHARED, finished_report, first_run_seconds,  # noqa: E402
+from benchmarks.common import (set_allocator, CIFAR_WEIGHTS as WEIGHTS, SHARED, finished_report, first_run_seconds,  # noqa: E402
                                sweep_summary)
 
 
@@ -51,7 +50,7 @@ def main() -> None:
     ap.add_argument("--table-only", action="store_true",
                     help="rewrite the table from the finished runs in --workdir, training nothing")
     args = ap.parse_args()
-    keep_freed_memory()  # as the archsearch command does (archsearch/allocator.py)
+    set_allocator()
     if args.quick:
         args.train_limit, args.teacher_epochs, args.student_epochs, args.retrain_epochs, args.max_retrains = \
             500, 2, 2, 1, 2

@@ -15,6 +15,7 @@ from archsearch.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
+_THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # settings that change CPU timings
 CIFAR_WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
 
 
@@ -53,7 +54,8 @@ def provenance(allocator: str) -> list[str]:
     """The command that ran and the date, machine, threads, torch and allocator it ran with."""
     return [f"Command: `python {' '.join(sys.argv)}`  ",
             f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, allocator: {allocator}  "]
+            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, allocator: {allocator}"
+            + "".join(f", {k}={os.environ[k]}" for k in _THREAD_ENV if k in os.environ) + "  "]
 
 
 def write_doc(path: Path, lines: list[str]) -> None:

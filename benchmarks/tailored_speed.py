@@ -2,15 +2,19 @@
 
 For each run directory: the original network (the backbone with the task's classifier, an eager
 nn.Module as a user would run it) and the run's tailored.pt, timed interleaved in one process
-(warm-up, median of repeats) at batch 1 and batch 64 on CPU. Reports each speed-up next to the MAC
-factor. Writes docs/benchmarks/tailored_speed.md.
+(warm-up, median of repeats) at batch 1 and batch 64 on CPU, once per thread setting. The
+measurement is repeated in rounds: this machine's 2-thread timings move between states that
+change the tailored network's time far more than the original's, so each row gives the median
+over rounds and the range of the per-round ratio. Reports each speed-up next to the MAC factor.
+Writes docs/benchmarks/tailored_speed.md.
 
-    python benchmarks/tailored_speed.py RUN_DIR [RUN_DIR ...] [--repeats 20] [--threads N]
+    python benchmarks/tailored_speed.py RUN_DIR [RUN_DIR ...] [--rounds 5] [--repeats 10] [--threads 0,1] [--quick]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -23,39 +27,62 @@ import backbones  # noqa: E402
 from benchmarks.common import provenance, set_allocator, write_doc  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
 
+BATCHES = (1, 64)
+
+
+def thread_settings(text: str) -> list[int]:
+    """'0,1' → [torch's default thread count, 1]."""
+    default = torch.get_num_threads()
+    return [int(t) or default for t in text.split(",")]
+
+
+def measure(models: dict, shape: tuple[int, ...], rounds: int, repeats: int) -> dict[int, list[dict[str, float]]]:
+    """Per batch size, one {name: median seconds} per round, the networks interleaved within a round."""
+    return {b: [interleaved_latency(models, shape, b, repeats=repeats) for _ in range(rounds)] for b in BATCHES}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--rounds", type=int, default=5, help="independent interleaved measurements per row")
+    ap.add_argument("--repeats", type=int, default=10, help="timed passes per network and round")
+    ap.add_argument("--threads", default="0,1", help="comma-separated torch CPU thread counts; 0 is torch's default")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "tailored_speed.md")
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 5 passes")
     ap.add_argument("--glibc-malloc", action="store_true",
                     help="leave glibc's allocator at its defaults (freed tensors go back to the kernel)")
     args = ap.parse_args()
     allocator = set_allocator(args.glibc_malloc)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = ["| run | k | MACs kept | MAC factor | batch 1 (ms) | batch 64 (ms) | speed-up b1 | speed-up b64 "
-            "| b64 speed-up / MAC factor |", "|---|---|---|---|---|---|---|---|---|"]
+    if args.quick:
+        args.rounds, args.repeats = 2, 5
+    threads = thread_settings(args.threads)
+    rows = ["| run | k | MACs kept | MAC factor | threads | batch 1 (ms) | batch 64 (ms) | speed-up b1 "
+            "| speed-up b64 | b64 speed-up / MAC factor | per-round range |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in args.runs:
         report = json.loads((run / "report.json").read_text())
-        original = backbones.get_backbone(report["backbone"], num_classes=report["num_classes"]).eval()
-        tailored = torch.load(run / "tailored.pt", weights_only=False).eval()
-        shape = tuple(report["input_shape"])
-        t = {b: interleaved_latency({"original": original, "tailored": tailored}, shape, b, repeats=args.repeats)
-             for b in (1, 64)}
+        models = {"original": backbones.get_backbone(report["backbone"], num_classes=report["num_classes"]).eval(),
+                  "tailored": torch.load(run / "tailored.pt", weights_only=False).eval()}
         factor = report["original_macs"] / report["tailored_macs"]
-        s1, s64 = (t[b]["original"] / t[b]["tailored"] for b in (1, 64))
-        rows.append(f"| {run.name} ({report['dataset']}) | {report['chosen_k']} | "
-                    f"{report['tailored_macs'] / report['original_macs'] * 100:.1f} % | {factor:.2f}x | "
-                    f"{t[1]['original'] * 1e3:.2f} → {t[1]['tailored'] * 1e3:.2f} | "
-                    f"{t[64]['original'] * 1e3:.1f} → {t[64]['tailored'] * 1e3:.1f} | {s1:.2f}x | {s64:.2f}x | "
-                    f"**{s64 / factor * 100:.0f} %** |")
+        for n in threads:
+            torch.set_num_threads(n)
+            per_round = measure(models, tuple(report["input_shape"]), args.rounds, args.repeats)
+            t = {b: {m: statistics.median(r[m] for r in per_round[b]) for m in models} for b in BATCHES}
+            s1, s64 = (t[b]["original"] / t[b]["tailored"] for b in BATCHES)
+            ratios = [r["original"] / r["tailored"] / factor * 100 for r in per_round[64]]
+            verdict = "" if s64 / factor >= 0.8 else " (short)"
+            rows.append(f"| {run.name} ({report['dataset']}) | {report['chosen_k']} | "
+                        f"{report['tailored_macs'] / report['original_macs'] * 100:.1f} % | {factor:.2f}x | {n} | "
+                        f"{t[1]['original'] * 1e3:.2f} → {t[1]['tailored'] * 1e3:.2f} | "
+                        f"{t[64]['original'] * 1e3:.1f} → {t[64]['tailored'] * 1e3:.1f} | {s1:.2f}x | {s64:.2f}x | "
+                        f"**{s64 / factor * 100:.1f} %**{verdict} | {min(ratios):.1f}–{max(ratios):.1f} % |")
+            print(rows[-1], flush=True)
+    torch.set_num_threads(threads[0])
     lines = ["# Tailored networks: measured CPU speed against MACs", "",
              *provenance(allocator), "",
              "Original: the backbone with the task's classifier (eager). Tailored: the run's tailored.pt. "
-             f"Interleaved in one process, median of {args.repeats} after 3 warm-up passes.", "", *rows]
+             f"{args.rounds} rounds per row; in each, the two interleaved in one process, median of {args.repeats} "
+             "after 3 warm-up passes. Times and speed-ups: medians over the rounds; range: the lowest and highest "
+             "round's batch-64 ratio.", "", *rows]
     write_doc(args.doc, lines)
 
 

@@ -9,7 +9,7 @@ products) their MACs and nanoseconds per MAC. Says which part of a tailored netw
 efficiently per MAC than the original, and so what limits its speed-up against its MAC factor.
 Writes docs/benchmarks/time_breakdown.md.
 
-    python benchmarks/time_breakdown.py RUN_DIR [--batch 64] [--repeats 15]
+    python benchmarks/time_breakdown.py RUN_DIR [--batch 64] [--repeats 15] [--threads N] [--quick]
 """
 from __future__ import annotations
 
@@ -143,8 +143,14 @@ def main() -> None:
                     help="where the table goes (results.md cites time_breakdown_resnet20.md and _resnet56.md)")
     ap.add_argument("--glibc-malloc", action="store_true",
                     help="leave glibc's allocator at its defaults (freed tensors go back to the kernel)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--quick", action="store_true", help="5 repeats")
     args = ap.parse_args()
     allocator = set_allocator(args.glibc_malloc)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.repeats = 5
     report = json.loads((args.run / "report.json").read_text())
     original = symbolic_trace(backbones.get_backbone(report["backbone"], num_classes=report["num_classes"]).eval())
     tailored = torch.load(args.run / "tailored.pt", weights_only=False).eval()

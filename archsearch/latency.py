@@ -25,3 +25,10 @@ def interleaved_latency(models: dict[str, Callable[[torch.Tensor], object]], inp
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def latency_setting(device: str | torch.device) -> str:
+    """Where latency was measured, in words: the device, and on CPU the thread count, which changes the
+    speed-up of a small network against a large one (docs/results.md, *One thread and two*)."""
+    device = str(device)
+    return f"{device}, {torch.get_num_threads()} threads" if device == "cpu" else device

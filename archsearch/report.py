@@ -23,7 +23,8 @@ def summary(report: dict) -> str:
         f"  blocks       {report['universal_blocks_kept']} of {report['universal_blocks_total']} universal blocks kept",
         f"  latency      batch 1: {lat1['original'] * 1e3:.2f} → {lat1['tailored'] * 1e3:.2f} ms   "
         f"batch 32: {lat32['original'] * 1e3:.1f} → {lat32['tailored'] * 1e3:.1f} ms "
-        f"({lat32['original'] / lat32['tailored']:.2f}x faster)",
+        f"({lat32['original'] / lat32['tailored']:.2f}x faster)"
+        + (f"   ({report['latency_on']})" if "latency_on" in report else ""),
         f"  choice       {report['selection']}",
         f"  universal blocks unchanged: {report['universal_unchanged']}",
     ]

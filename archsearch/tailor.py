@@ -28,7 +28,7 @@ from archsearch.graph.trace import trace
 from archsearch.io.atomic import atomic_torch_save, atomic_write_json
 from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
 from archsearch.io.pack import tensor_digest, write_pack, write_universal
-from archsearch.latency import interleaved_latency
+from archsearch.latency import interleaved_latency, latency_setting
 from archsearch.models import resolve_model
 from archsearch.graph.gates import alphas
 from archsearch.passes.codegen import build_module, read_gates
@@ -446,7 +446,8 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
         "universal_sha256": digest_before,
         "universal_unchanged": digest_before == tensor_digest(bg.gm, skip=(classifier + ".",)),
         "slim_vs_pruned_student_max_abs_diff": slim_error,
-        "latency_seconds": latency, "stage_seconds": p.timings, "config": cfg.comparable(),
+        "latency_seconds": latency, "latency_on": latency_setting(p.device),
+        "stage_seconds": p.timings, "config": cfg.comparable(),
         "distributed": {"world_size": d.world_size,
                         "gates_identical_across_ranks": all(g == gates_everywhere[0] for g in gates_everywhere)},
     }

@@ -34,6 +34,7 @@ def test_user_model_tailors_end_to_end(tiny_run):
     assert [t["k"] for t in report["sweep"]] == [0, 2]
     assert report["universal_unchanged"] is True
     assert report["slim_vs_pruned_student_max_abs_diff"] <= 1e-5
+    assert report["latency_on"] == f"cpu, {torch.get_num_threads()} threads"
     on_disk = json.loads((run / "report.json").read_text())
     assert on_disk["tailored_macs"] == report["tailored_macs"]
     assert (run / "architecture.json").exists()

@@ -382,6 +382,17 @@ def undertrained_teacher(feature_accuracy: float, teacher_accuracy: float, epoch
             "look better than they are; rerun with more --teacher-epochs (small datasets with many classes need tens)")
 
 
+def not_faster(latency: dict[str, dict[str, float]], batch: str = "batch32") -> str | None:
+    """A warning when the tailored network measured no faster than the original: fewer MACs, but the
+    proxies it keeps cost more time than the blocks it removed (docs/results.md, Fashion-MNIST)."""
+    t = latency[batch]
+    if t["tailored"] < t["original"]:
+        return None
+    return (f"the tailored network is not faster than the original at {batch.replace('batch', 'batch ')} "
+            f"({t['original'] * 1e3:.1f} → {t['tailored'] * 1e3:.1f} ms): the proxies it keeps cost more time "
+            "than the blocks it removes; a larger --theta keeps fewer proxies")
+
+
 def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Callable[[str], None]) -> dict:
     run = _run_dir(cfg, d)
     log(f"run directory: {run.path}" + (f" ({d.world_size} processes)" if d.enabled else ""))
@@ -418,6 +429,10 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     original_module = build_module(p.teacher_bg, "slim", "logits").eval()
     latency = {f"batch{b}": interleaved_latency({"original": original_module, "tailored": slim}, source.input_shape, b,
                                                 device=p.device) for b in (1, 32)}
+    slower = not_faster(latency)
+    if slower:
+        warnings.append(slower)
+        log(f"warning: {slower}")
 
     arch = architecture_dict(p.trained_bg, final_bg, name=f"{source.name} → {data.name}")
     setattr(slim, ARCHITECTURE_ATTR, json.dumps(arch, sort_keys=True))

@@ -123,6 +123,14 @@ def test_report_warns_when_the_teacher_is_worse_than_feature_extraction(tiny_run
     assert f"  warning      {warning}" in summary({**report, "warnings": [warning]}).splitlines()
 
 
+def test_report_warns_when_the_tailored_network_is_not_faster():
+    from archsearch.tailor import not_faster
+
+    assert not_faster({"batch32": {"original": 0.0200, "tailored": 0.0150}}) is None
+    warning = not_faster({"batch32": {"original": 0.1148, "tailored": 0.1265}})
+    assert "114.8 → 126.5 ms" in warning and "batch 32" in warning and "--theta" in warning
+
+
 def test_gamma1_defaults_to_the_number_of_universal_blocks(tiny_run):
     import backbones
     from archsearch.graph.trace import trace

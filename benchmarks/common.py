@@ -11,7 +11,11 @@ from pathlib import Path
 import torch
 
 from archsearch.allocator import keep_freed_memory
+from archsearch.graph.trace import trace
 from archsearch.io.atomic import atomic_write_text
+from archsearch.passes.codegen import build_module, read_gates
+from archsearch.passes.insert_proxies import insert_proxies
+from archsearch.passes.prune import prune
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -63,3 +67,27 @@ def write_doc(path: Path, lines: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def blocks_replaced(model: torch.nn.Module, input_shape: tuple[int, ...], every: int = 3,
+                    ) -> tuple[torch.fx.GraphModule, torch.fx.GraphModule, int, int, int, int]:
+    """A tailored structure without training: every ``every``-th universal block replaced by its nearest
+    proxy, through the real proxy, prune and code-generation passes (gates set by hand, as training
+    would leave them). Returns the original and slim modules, their MACs, and blocks in all and removed."""
+    bg = insert_proxies(trace(model, input_shape), 3)
+    state = build_module(bg, "student").state_dict()
+    universal = bg.universal()
+    drop = {e[1] for i, e in enumerate(universal) if i % every == every - 1}
+    for node in bg.block_nodes():
+        edges = bg.in_edges(node)
+        if len(edges) < 2:
+            continue
+        logits = torch.full((len(edges),), -8.0)
+        logits[0] = 8.0  # the universal block
+        if node in drop:  # its nearest proxy takes over, the block's gate drops
+            logits[0], logits[1] = -1.0, 8.0
+        state[f"gates.{node}"] = logits
+    pruned = prune(read_gates(bg, state), k=len(drop), theta=0.05)
+    original = build_module(trace(model, input_shape), "slim", "logits").eval()
+    slim = build_module(pruned, "slim", "logits").eval()
+    return original, slim, bg.total_macs, pruned.macs(), len(universal), len(universal) - len(pruned.universal())

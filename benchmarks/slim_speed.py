@@ -18,12 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
-from benchmarks.common import provenance, set_allocator, write_doc  # noqa: E402
-from archsearch.graph.trace import trace  # noqa: E402
+from benchmarks.common import blocks_replaced, provenance, set_allocator, write_doc  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
-from archsearch.passes.codegen import build_module, read_gates  # noqa: E402
-from archsearch.passes.insert_proxies import insert_proxies  # noqa: E402
-from archsearch.passes.prune import prune  # noqa: E402
 
 WEIGHTS = ROOT.parent / "shared" / "data" / "cifar10-resnets" / "resnet56-4bfd9763.th"
 
@@ -32,26 +28,8 @@ def slim_resnet56(removed_every: int = 3) -> tuple[torch.nn.Module, torch.nn.Mod
     model = backbones.get_backbone("resnet56")
     if WEIGHTS.exists():
         backbones.load_weights(model, WEIGHTS)
-    model.eval()
-    bg = insert_proxies(trace(model, (3, 32, 32)), 3)
-    student = build_module(bg, "student")
-    state = student.state_dict()
-    universal = bg.universal()
-    drop = {e[1] for i, e in enumerate(universal) if i % removed_every == removed_every - 1}
-    for node in bg.block_nodes():
-        edges = bg.in_edges(node)
-        if len(edges) < 2:
-            continue
-        logits = torch.full((len(edges),), -8.0)
-        logits[0] = 8.0  # the universal block
-        if node in drop:  # its nearest proxy takes over, the block's gate drops
-            logits[0], logits[1] = -1.0, 8.0
-        state[f"gates.{node}"] = logits
-    trained = read_gates(bg, state)
-    pruned = prune(trained, k=len(drop), theta=0.05)
-    original = build_module(trace(model, (3, 32, 32)), "slim", "logits").eval()
-    slim = build_module(pruned, "slim", "logits").eval()
-    return original, slim, bg.total_macs, pruned.macs(), len(universal) - len(pruned.universal())
+    original, slim, macs0, macs1, _, removed = blocks_replaced(model.eval(), (3, 32, 32), removed_every)
+    return original, slim, macs0, macs1, removed
 
 
 def main() -> None:

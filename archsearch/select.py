@@ -2,7 +2,8 @@
 
 Accuracy after retraining falls, roughly monotonically, as more blocks are removed, so the sweep is
 a bisection for the largest k within tolerance, started at the number of blocks the student
-already switched off (alpha_l^l < 0.5). It tries at most ``max_tries`` values of k.
+already switched off (alpha_l^l < 0.5), kept between 1 and half the blocks (``first_k``). It tries
+at most ``max_tries`` values of k.
 """
 from __future__ import annotations
 

@@ -1,21 +1,27 @@
-"""What the tailoring benchmarks share: where the shared data lives and how a run's wall time is kept."""
+"""What the benchmarks share: where the shared data lives, how a run is timed and loaded, and how a
+table states the command, machine and settings it was measured with."""
 from __future__ import annotations
 
 import datetime
 import json
 import os
+import math
 import platform
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
+import backbones
 from archsearch.allocator import keep_freed_memory
 from archsearch.graph.trace import trace
 from archsearch.io.atomic import atomic_write_text
 from archsearch.passes.codegen import build_module, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.prune import prune
+from archsearch.tailor import TailorConfig, tailor
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -29,15 +35,40 @@ def first_run_seconds(run: Path, seconds: float) -> float:
     record = run / "wall_seconds.txt"
     if record.exists():
         return float(record.read_text())
-    if seconds == seconds:
+    if not math.isnan(seconds):
         atomic_write_text(record, f"{seconds:.1f}\n")
     return seconds
+
+
+def timed_tailor(cfg: TailorConfig, log: Callable[[str], None]) -> tuple[dict, float]:
+    """``tailor(cfg)`` and the run's first wall time: recorded when this call ran it from the start,
+    read back when an earlier call did, NaN for a run started before times were kept."""
+    run = Path(cfg.out)
+    fresh = not (run / "config.json").exists()
+    start = time.perf_counter()
+    report = tailor(cfg, log=log)
+    return report, first_run_seconds(run, time.perf_counter() - start if fresh else float("nan"))
+
+
+def minutes(seconds: float) -> str:
+    """A wall time for a table: minutes, or a dash where none was kept."""
+    return "—" if math.isnan(seconds) else f"{seconds / 60:.1f} min"
 
 
 def finished_report(run: Path) -> dict | None:
     """A finished run's report.json, or None when the run has not finished."""
     path = run / "report.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def load_pair(run: Path) -> tuple[dict, torch.nn.Module, torch.fx.GraphModule]:
+    """A finished run's report, its original network (the backbone with the task's classifier, eager, as a
+    user would run it) and its tailored.pt, both in eval mode."""
+    report = finished_report(run)
+    if report is None:
+        raise SystemExit(f"{run} holds no finished run (no report.json)")
+    original = backbones.get_backbone(report["backbone"], num_classes=report["num_classes"]).eval()
+    return report, original, torch.load(run / "tailored.pt", weights_only=False).eval()
 
 
 def sweep_summary(report: dict) -> str:
@@ -49,22 +80,22 @@ def sweep_summary(report: dict) -> str:
 def set_allocator(glibc_defaults: bool = False) -> str:
     """Keep freed memory, as the archsearch command does (archsearch/allocator.py), unless asked not
     to; returns the setting in words for the table."""
-    if glibc_defaults or not keep_freed_memory():
+    if glibc_defaults:
         return "glibc defaults"
-    return "freed memory kept"
+    return "freed memory kept" if keep_freed_memory() else "the C library's defaults (not glibc)"
 
 
-def provenance(allocator: str) -> list[str]:
-    """The command that ran and the date, machine, threads, torch and allocator it ran with."""
-    return [f"Command: `python {' '.join(sys.argv)}`  ",
+def provenance(allocator: str, drop: tuple[str, ...] = ("--table-only",)) -> list[str]:
+    """The command that ran (less ``drop``: flags that only rewrite a table) and the date, machine,
+    threads, torch and allocator it ran with."""
+    return [f"Command: `python {' '.join(a for a in sys.argv if a not in drop)}`  ",
             f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, allocator: {allocator}"
             + "".join(f", {k}={os.environ[k]}" for k in _THREAD_ENV if k in os.environ) + "  "]
 
 
 def write_doc(path: Path, lines: list[str]) -> None:
-    """Write a benchmark's table atomically and echo it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a benchmark's table atomically (making its folder) and echo it."""
     atomic_write_text(path, "\n".join(lines) + "\n")
     print("\n".join(lines))
 

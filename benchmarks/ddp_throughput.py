@@ -8,7 +8,6 @@ and compares images per second of the student stage. Writes docs/benchmarks/ddp_
 """
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import subprocess
@@ -16,11 +15,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
-from archsearch.io.atomic import atomic_write_text
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import provenance, write_doc  # noqa: E402
+
 ARGS = ["-m", "archsearch", "tailor", "--backbone", "resnet20", "--data", "digits", "--quiet",
         "--teacher-epochs", "1", "--student-epochs", "2", "--retrain-epochs", "1", "--sweep", "1"]
 
@@ -43,17 +42,13 @@ def main() -> None:
     images = 2 * 1438  # two student epochs over digits' 1,438 training images
     ips = {n: images / r["stage_seconds"]["student"] for n, r in reports.items()}
     lines = ["# Student-stage throughput: 1 and 2 processes", "",
-             "Command: `python benchmarks/ddp_throughput.py`  ",
-             f"Date: {datetime.date.today()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, gloo", "",
+             *provenance("freed memory kept (set by the archsearch command)"), "Backend: gloo.", "",
              "| processes | student stage seconds | images / s | student accuracy |", "|---|---|---|---|"]
     for n, r in reports.items():
         lines.append(f"| {n} | {r['stage_seconds']['student']:.1f} | {ips[n]:.1f} | {r['student_accuracy']:.2f} % |")
     lines += ["", f"Ratio 2 processes / 1 process: **{ips[2] / ips[1]:.2f}x**. Both ranks ended with identical "
               f"gates: {reports[2]['distributed']['gates_identical_across_ranks']}."]
-    doc = ROOT / "docs" / "benchmarks" / "ddp_throughput.md"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(doc, "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_doc(ROOT / "docs" / "benchmarks" / "ddp_throughput.md", lines)
 
 
 if __name__ == "__main__":

@@ -7,21 +7,18 @@ Writes docs/benchmarks/default_run.md with the time, the machine and the run's h
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from archsearch.io.atomic import atomic_write_text
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import provenance, write_doc  # noqa: E402
 
 
 def main() -> None:
@@ -37,9 +34,8 @@ def main() -> None:
     r = json.loads((out / "report.json").read_text())
     lines = [
         "# The built-in default run", "",
-        "Command: `python benchmarks/default_run.py` (runs `archsearch tailor` with no options)  ",
-        f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"torch {torch.__version__}", "",
+        *provenance("freed memory kept (set by the archsearch command)"),
+        "It runs `archsearch tailor` with no options.", "",
         f"Wall time: **{seconds / 60:.1f} min** ({seconds:.0f} s; stages: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in r["stage_seconds"].items()) + ")", "",
         "| | teacher (fine-tuned) | tailored |", "|---|---|---|",
@@ -50,9 +46,7 @@ def main() -> None:
         f"Within tolerance: {r['within_tolerance']} ({r['selection']}).", "",
         "Sweep: " + "; ".join(f"k={t['k']}: {t['accuracy']:.2f} %, {t['macs'] / 1e6:.2f} M MACs" for t in r["sweep"]),
     ]
-    Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.doc), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_doc(Path(args.doc), lines)
 
 
 if __name__ == "__main__":

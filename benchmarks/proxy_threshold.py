@@ -9,17 +9,14 @@ interleaved in one process. Accuracies are not measured: each network would need
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
-from benchmarks.common import set_allocator  # noqa: E402
+from benchmarks.common import finished_report, set_allocator  # noqa: E402
 from archsearch.graph.classifier import replace_classifier  # noqa: E402
 from archsearch.graph.trace import trace  # noqa: E402
 from archsearch.io.checkpoint import load_checkpoint  # noqa: E402
@@ -36,7 +33,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
     set_allocator()
-    report = json.loads((args.run / "report.json").read_text())
+    report = finished_report(args.run) or ap.error(f"{args.run} holds no finished run (no report.json)")
+    k = max(report["chosen_k"], 0)  # -1: the unpruned student was chosen; prune proxies only
     shape = tuple(report["input_shape"])
     bg = replace_classifier(trace(backbones.get_backbone(report["backbone"]), shape), report["num_classes"])
     student_bg = insert_proxies(bg, report["config"]["skips"])
@@ -44,10 +42,10 @@ def main() -> None:
     student.load_state_dict(load_checkpoint(args.run / "checkpoints" / "student.pt")["state"], strict=False)
     trained = read_gates(student_bg, student.state_dict())
     original = build_module(bg, "slim", "logits").eval()
-    print(f"{args.run} (k={report['chosen_k']}), batch 64, median of {args.repeats}\n")
+    print(f"{args.run} (k={k}), batch 64, median of {args.repeats}\n")
     print("| theta | live proxies | MACs kept | speed-up | MAC factor | ratio |\n|---|---|---|---|---|---|")
     for theta in (float(t) for t in args.thetas.split(",")):
-        pruned = prune(trained, report["chosen_k"], theta)
+        pruned = prune(trained, k, theta)
         slim = build_module(pruned, "slim", "logits").eval()
         t = interleaved_latency({"original": original, "tailored": slim}, shape, 64, repeats=args.repeats)
         speedup, factor = t["original"] / t["tailored"], bg.total_macs / pruned.macs()

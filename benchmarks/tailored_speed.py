@@ -13,7 +13,6 @@ Writes docs/benchmarks/tailored_speed.md.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -23,8 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import backbones  # noqa: E402
-from benchmarks.common import provenance, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import load_pair, provenance, set_allocator, write_doc  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
 
 BATCHES = (1, 64)
@@ -59,9 +57,8 @@ def main() -> None:
     rows = ["| run | k | MACs kept | MAC factor | threads | batch 1 (ms) | batch 64 (ms) | speed-up b1 "
             "| speed-up b64 | b64 speed-up / MAC factor | per-round range |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in args.runs:
-        report = json.loads((run / "report.json").read_text())
-        models = {"original": backbones.get_backbone(report["backbone"], num_classes=report["num_classes"]).eval(),
-                  "tailored": torch.load(run / "tailored.pt", weights_only=False).eval()}
+        report, original, tailored = load_pair(run)
+        models = {"original": original, "tailored": tailored}
         factor = report["original_macs"] / report["tailored_macs"]
         for n in threads:
             torch.set_num_threads(n)

@@ -13,11 +13,7 @@ plot of accuracy against MACs (matplotlib: `pip install -e .[bench]`).
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -28,11 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
 from archsearch.runtime import load_universal  # noqa: E402
-from archsearch.io.atomic import atomic_write_text  # noqa: E402
-from archsearch.tailor import FULL_EPOCHS, TailorConfig, tailor  # noqa: E402
+from archsearch.tailor import FULL_EPOCHS, TailorConfig  # noqa: E402
 from archsearch.train.loop import evaluate  # noqa: E402
-from benchmarks.common import (set_allocator, CIFAR_WEIGHTS as WEIGHTS, SHARED, finished_report, first_run_seconds,  # noqa: E402
-                               sweep_summary)
+from benchmarks.common import (CIFAR_WEIGHTS as WEIGHTS, SHARED, finished_report, first_run_seconds,  # noqa: E402
+                               minutes, provenance, set_allocator, sweep_summary, timed_tailor, write_doc)
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 # Teacher epochs where the tool's default (3) leaves the fine-tuned network far from converged.
@@ -109,7 +104,7 @@ def main() -> None:
     ap.add_argument("--table-only", action="store_true",
                     help="rewrite the table from the finished runs in --workdir, training nothing")
     args = ap.parse_args()
-    set_allocator()
+    allocator = set_allocator()
     if args.quick:
         args.train_limit, args.teacher_epochs, args.student_epochs, args.retrain_epochs, args.max_retrains = \
             500, 2, 2, 1, 2
@@ -123,8 +118,12 @@ def main() -> None:
         ap.error(f"unknown task {unknown[0]!r}; choose from {', '.join(sources)}")
     results: dict[str, tuple[dict, float]] = {}
     for name in names:
-        data = sources[name] or str(omniglot_folder(Path(args.workdir)))
         out = work / name
+        if args.table_only:
+            report = finished_report(out) or ap.error(f"--table-only: {out} holds no finished run; run without it first")
+            results[name] = (report, first_run_seconds(out, float("nan")))
+            continue
+        data = sources[name] or str(omniglot_folder(Path(args.workdir)))
         cfg = TailorConfig(backbone=args.backbone, weights=str(SHARED / "cifar10-resnets" / WEIGHTS[args.backbone]),
                            data=data, out=str(out),
                            train_limit=None if name in ALL_TRAINING_IMAGES and not args.quick else args.train_limit,
@@ -133,18 +132,10 @@ def main() -> None:
                            retrain_epochs=args.retrain_epochs, max_retrains=args.max_retrains,
                            **({"gamma1": args.gamma1} if args.gamma1 is not None else {}),
                            progress=False, resume=out.exists())
-        if args.table_only:
-            report = finished_report(out) or ap.error(f"--table-only: {out} holds no finished run; run without it first")
-            cfg.fill_epochs()
-            cfg.gamma1 = report["config"]["gamma1"]
-            results[name] = (report, first_run_seconds(out, float("nan")))
-            continue
-        start = time.perf_counter()
-        report = tailor(cfg, log=lambda m, n=name: print(f"[{n}] {m}", flush=True))
-        results[name] = (report, first_run_seconds(out, time.perf_counter() - start))
-        write_table(args, cfg, results, work, done=len(results) == len(names))
+        results[name] = timed_tailor(cfg, log=lambda m, n=name: print(f"[{n}] {m}", flush=True))
+        write_table(args, allocator, results, work, done=len(results) == len(names))
     if args.table_only:
-        write_table(args, cfg, results, work, done=True)
+        write_table(args, allocator, results, work, done=True)
 
 
 def teacher_epochs(args: argparse.Namespace, task: str) -> int | None:
@@ -154,20 +145,19 @@ def teacher_epochs(args: argparse.Namespace, task: str) -> int | None:
     return TEACHER_EPOCHS.get(task, args.teacher_epochs)
 
 
-def write_table(args: argparse.Namespace, cfg: TailorConfig, results: dict, work: Path, done: bool) -> None:
+def write_table(args: argparse.Namespace, allocator: str, results: dict, work: Path, done: bool) -> None:
     """The table (and plot) of the tasks finished so far; the CIFAR-10 source check once all are."""
     first = next(iter(results.values()))[0]
+    cfg = first["config"]  # the options as the run resolved them
     lines = [f"# Task-adaptive complexity: {args.backbone} (CIFAR-10) tailored to {len(results)} targets"
              + ("" if done else " (run not finished)"), "",
-             f"Command: `python {' '.join(a for a in sys.argv if a != '--table-only')}`  ",
-             f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-             f"torch {torch.__version__}  ",
+             *provenance(allocator),
              f"Training: at most {args.train_limit:,} training images per task (Omniglot: all 3,630), teacher "
              f"{args.teacher_epochs or FULL_EPOCHS['teacher_epochs']} "
              f"({', '.join(f'{k}: {v}' for k, v in TEACHER_EPOCHS.items())}), "
-             f"student {cfg.student_epochs}, retraining {cfg.retrain_epochs} epochs, auto sweep of at most "
-             f"{args.max_retrains} retrainings; gamma1 {cfg.gamma1}, skips {cfg.skips}, tolerance "
-             f"{cfg.tolerance} points.", "",
+             f"student {cfg['student_epochs']}, retraining {cfg['retrain_epochs']} epochs, auto sweep of at most "
+             f"{cfg['max_retrains']} retrainings; gamma1 {cfg['gamma1']}, skips {cfg['skips']}, tolerance "
+             f"{cfg['tolerance']} points.", "",
              f"Original network: {first['original_macs'] / 1e6:.2f} M MACs, {first['original_params']:,} parameters, "
              f"{first['universal_blocks_total']} universal blocks.", "",
              "| task | classes | train / test | feature extraction | fine-tuning (teacher) | tailored | within tolerance "
@@ -183,7 +173,7 @@ def write_table(args: argparse.Namespace, cfg: TailorConfig, results: dict, work
             f"{(1 - r['tailored_macs'] / r['original_macs']) * 100:.1f} % | "
             f"{(1 - r['tailored_params'] / r['original_params']) * 100:.1f} % | "
             f"{r['universal_blocks_kept']}/{r['universal_blocks_total']} | {r['task_specific_params']:,} | "
-            f"{sweep_summary(r)} | {seconds / 60:.1f} min |")
+            f"{sweep_summary(r)} | {minutes(seconds)} |")
     if done:
         anchor = next(iter(results))
         cifar_before, cifar_after = cifar_check(args.backbone, work / anchor / "universal.pt")
@@ -196,10 +186,7 @@ def write_table(args: argparse.Namespace, cfg: TailorConfig, results: dict, work
     plot = _plot(results, work, args.backbone)
     if plot:
         lines += ["", f"![accuracy against MACs]({plot.name})"]
-    doc = ROOT / "docs" / "benchmarks" / f"task_complexity_{args.backbone}.md"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(doc, "\n".join(lines) + "\n")
-    print("\n".join(lines), flush=True)
+    write_doc(ROOT / "docs" / "benchmarks" / f"task_complexity_{args.backbone}.md", lines)
 
 
 def _plot(results: dict, work: Path, backbone: str) -> Path | None:

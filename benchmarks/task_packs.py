@@ -10,7 +10,6 @@ loading a full fine-tuned network from disk, interleaved. Writes docs/benchmarks
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import sys
 import time
@@ -21,14 +20,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from archsearch.io.atomic import atomic_write_text  # noqa: E402
 import backbones  # noqa: E402
-from benchmarks.common import set_allocator  # noqa: E402
+from benchmarks.common import CIFAR_WEIGHTS, SHARED, provenance, set_allocator, write_doc  # noqa: E402
 from archsearch.packs import pack_table  # noqa: E402
 from archsearch.runtime import attach, load_universal  # noqa: E402
 from archsearch.tailor import TailorConfig, tailor  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
 TASKS = {"mnist": str(SHARED / "mnist-test"), "notmnist": str(SHARED / "notmnist-test"), "fashion-mnist": "fashion-mnist"}
 
 
@@ -38,13 +35,13 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/archsearch-packs")
     ap.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks" / "task_packs.md"))
     args = ap.parse_args()
-    set_allocator()
+    allocator = set_allocator()
     epochs = dict(teacher_epochs=1, student_epochs=1, retrain_epochs=1) if args.quick else \
         dict(teacher_epochs=2, student_epochs=3, retrain_epochs=2)
     runs = {}
     for name, data in TASKS.items():
         out = Path(args.workdir) / name
-        cfg = TailorConfig(backbone="resnet20", weights=str(SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"),
+        cfg = TailorConfig(backbone="resnet20", weights=str(SHARED / "cifar10-resnets" / CIFAR_WEIGHTS["resnet20"]),
                            data=data, out=str(out), train_limit=1000 if args.quick else 2000, sweep="2,4",
                            gamma1=0.3,  # the runs this benchmark was first measured with; packs, not accuracy
                            progress=False, resume=out.exists(), **epochs)
@@ -87,8 +84,7 @@ def main() -> None:
     table = pack_table(universal_path, tasks, packs)
     orig = runs["mnist"][0]["original_params"]
     lines = ["# Task packs: three tasks on one set of universal blocks", "",
-             f"Command: `python benchmarks/task_packs.py{' --quick' if args.quick else ''}`  ",
-             f"Date: {datetime.date.today()}, torch {torch.__version__}, CPU", "", "```", table, "```", "",
+             *provenance(allocator), "", "```", table, "```", "",
              f"Each task predicts exactly like its own tailored.pt: {all(same)} ({sum(same)}/3).  ",
              f"Every universal tensor a task uses is the universal.pt tensor itself (same storage): {shared_storage}.", "",
              "| task | task-specific params | share of the pre-trained network's params (paper: about 8 %) |",
@@ -100,9 +96,7 @@ def main() -> None:
               f"({per_task}); loading a full fine-tuned network from disk: median {statistics.median(full_load) * 1e3:.2f} ms; "
               f"ratio **{ratio * 100:.1f} %**, slowest task {worst * 100:.1f} % (target: under 10 %). "
               f"Measured interleaved, {rounds - warmup} rounds after {warmup} warm-up."]
-    Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.doc), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_doc(Path(args.doc), lines)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,15 @@
 
 Alternates, for a fixed time, short interleaved measurements of one run's original and tailored
 networks at batch 64 with torch's default thread count and with one thread, and after each a
-2-thread 256x256 matrix product as a probe of the machine's state. One row per round, then per
-thread count the median and range of the ratio (speed-up / MAC factor) and how many rounds reach
-80 %. Writes docs/benchmarks/thread_states.md.
+256x256 matrix product at the default thread count as a probe of the machine's state. One row per
+round, then per thread count the median and range of the ratio (speed-up / MAC factor) and how
+many rounds reach 80 %. Writes docs/benchmarks/thread_states.md.
 
     python benchmarks/thread_states.py RUN_DIR [--seconds 150] [--passes 10] [--quick]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -22,8 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import backbones  # noqa: E402
-from benchmarks.common import provenance, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import load_pair, provenance, set_allocator, write_doc  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
 
 
@@ -50,9 +48,8 @@ def main() -> None:
         args.seconds = 20.0
     default_threads = torch.get_num_threads()
     counts = [default_threads, 1] if default_threads > 1 else [1]
-    report = json.loads((args.run / "report.json").read_text())
-    models = {"original": backbones.get_backbone(report["backbone"], num_classes=report["num_classes"]).eval(),
-              "tailored": torch.load(args.run / "tailored.pt", weights_only=False).eval()}
+    report, original, tailored = load_pair(args.run)
+    models = {"original": original, "tailored": tailored}
     shape = tuple(report["input_shape"])
     factor = report["original_macs"] / report["tailored_macs"]
     probe = torch.randn(256, 256)
@@ -79,7 +76,8 @@ def main() -> None:
     lines = ["# Speed-up against MACs: threads and the machine's moment", "", *provenance(allocator),
              f"Run: {report['backbone']} → {report['dataset']}, k={report['chosen_k']}, MAC factor {factor:.2f}x", "",
              f"Batch 64; in each round, per thread count, original and tailored interleaved, median of {args.passes} "
-             "after 2 warm-up passes; ratio = speed-up / MAC factor. Probe: a 2-thread 256x256 matrix product.", "",
+             "after 2 warm-up passes; ratio = speed-up / MAC factor. "
+             f"Probe: a 256x256 matrix product on {default_threads} threads.", "",
              *summary, "", *rows]
     write_doc(args.doc, lines)
 

@@ -14,7 +14,6 @@ Writes docs/benchmarks/time_breakdown.md.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -29,13 +28,12 @@ import torch.nn as nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import backbones  # noqa: E402
 from archsearch.graph.trace import symbolic_trace  # noqa: E402
 from archsearch.nn.proxy import HalvingMaxPool  # noqa: E402
-from benchmarks.common import provenance, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import load_pair, provenance, set_allocator, write_doc  # noqa: E402
 
 OTHERS = ("batch-norms", "proxy products", "pooling", "activations", "sums and gate scaling", "everything else")
-_PRODUCTS = {"bmm", "baddbmm", "baddbmm_"}  # how the slim code runs proxies
+_PRODUCTS = {"bmm", "baddbmm", "baddbmm_", "conv2d"}  # how the slim code runs proxies (conv2d: all but pointwise-last)
 _POOLS = {"maximum", "max_pool2d"}
 _ACTS = {"relu", "relu_"}
 _SUMS = {"add", "add_", "mul", "mul_", "iadd"}
@@ -103,6 +101,9 @@ def _macs(gm: fx.GraphModule, node: fx.Node, out: Any, env: dict) -> int:
         if isinstance(module, nn.Conv2d):
             return out.numel() * module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
         return 0
+    if _name(node) == "conv2d":  # F.conv2d(x, weight, …): weight is (out, in / groups, kh, kw)
+        weight = env[node.args[1]]
+        return out.numel() * weight[0].numel()
     if _name(node) in _PRODUCTS:
         weight = node.args[-2]  # (b)addbmm(_)(…, batch1, batch2): batch1 is the weight
         return out.numel() * env[weight].shape[-1] if isinstance(weight, fx.Node) else 0
@@ -151,9 +152,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.quick:
         args.repeats = 5
-    report = json.loads((args.run / "report.json").read_text())
-    original = symbolic_trace(backbones.get_backbone(report["backbone"], num_classes=report["num_classes"]).eval())
-    tailored = torch.load(args.run / "tailored.pt", weights_only=False).eval()
+    report, eager, tailored = load_pair(args.run)
+    original = symbolic_trace(eager)
     runs = {"original": _TimedRun(original), "tailored": _TimedRun(tailored)}
     x = torch.randn(args.batch, *report["input_shape"])
     with torch.no_grad():

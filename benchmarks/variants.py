@@ -12,12 +12,8 @@ Writes docs/benchmarks/<option>_<backbone>.md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,10 +21,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from archsearch.io.atomic import atomic_write_text  # noqa: E402
-from archsearch.tailor import TailorConfig, tailor  # noqa: E402
-from benchmarks.common import (set_allocator, CIFAR_WEIGHTS as WEIGHTS, SHARED, finished_report, first_run_seconds,  # noqa: E402
-                               sweep_summary)
+from archsearch.tailor import TailorConfig  # noqa: E402
+from benchmarks.common import (CIFAR_WEIGHTS as WEIGHTS, SHARED, finished_report, first_run_seconds,  # noqa: E402
+                               minutes, provenance, set_allocator, sweep_summary, timed_tailor, write_doc)
 
 
 
@@ -50,7 +45,7 @@ def main() -> None:
     ap.add_argument("--table-only", action="store_true",
                     help="rewrite the table from the finished runs in --workdir, training nothing")
     args = ap.parse_args()
-    set_allocator()
+    allocator = set_allocator()
     if args.quick:
         args.train_limit, args.teacher_epochs, args.student_epochs, args.retrain_epochs, args.max_retrains = \
             500, 2, 2, 1, 2
@@ -73,22 +68,19 @@ def main() -> None:
                            data=args.data, out=str(out), train_limit=args.train_limit, teacher_epochs=args.teacher_epochs,
                            student_epochs=args.student_epochs, retrain_epochs=args.retrain_epochs,
                            max_retrains=args.max_retrains, progress=False, resume=True, **option)
-        start = time.perf_counter()
-        r = tailor(cfg, log=lambda m, v=value: print(f"[{args.vary} {v}] {m}", flush=True))
+        r, seconds = timed_tailor(cfg, log=lambda m, v=value: print(f"[{args.vary} {v}] {m}", flush=True))
         teacher_ckpt = out / "checkpoints" / "teacher.pt"
-        rows.append((value, r, first_run_seconds(out, time.perf_counter() - start), _student_gate_values(out)))
-        write_table(args, rows, done=len(rows) == len(values))
+        rows.append((value, r, seconds, _student_gate_values(out)))
+        write_table(args, allocator, rows, done=len(rows) == len(values))
     if args.table_only:
-        write_table(args, rows, done=True)
+        write_table(args, allocator, rows, done=True)
 
 
-def write_table(args: argparse.Namespace, rows: list, done: bool) -> None:
+def write_table(args: argparse.Namespace, allocator: str, rows: list, done: bool) -> None:
     """The table of the values finished so far (rewritten after each run)."""
     lines = [f"# {args.vary} variants: {args.backbone} (CIFAR-10) → {Path(args.data).name}"
              + ("" if done else " (run not finished)"), "",
-             f"Command: `python {' '.join(a for a in sys.argv if a != '--table-only')}`  ",
-             f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-             f"torch {torch.__version__}  ",
+             *provenance(allocator),
              f"Training: {args.train_limit} images, teacher {args.teacher_epochs} epochs (one teacher shared by all rows), student "
              f"{args.student_epochs}, retraining {args.retrain_epochs} epochs, auto sweep of at most "
              f"{args.max_retrains} retrainings; gamma1 {rows[0][1]['config']['gamma1']}, skips "
@@ -103,11 +95,8 @@ def write_table(args: argparse.Namespace, rows: list, done: bool) -> None:
                      f"{r['tailored_macs'] / r['original_macs'] * 100:.1f} % | {r['tailored_params']:,} | "
                      f"{r['task_specific_params']:,} | {_pct(r.get('feature_extraction_accuracy'))} | "
                      f"{_pct(r['teacher_accuracy'])} | {_pct(r['student_accuracy'])} | {_pct(r['tailored_accuracy'])} | "
-                     f"{'yes' if r['within_tolerance'] else 'no'} | {sweep_summary(r)} | {seconds / 60:.1f} min |")
-    doc = ROOT / "docs" / "benchmarks" / f"{args.vary}_{args.backbone}.md"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(doc, "\n".join(lines) + "\n")
-    print("\n".join(lines), flush=True)
+                     f"{'yes' if r['within_tolerance'] else 'no'} | {sweep_summary(r)} | {minutes(seconds)} |")
+    write_doc(ROOT / "docs" / "benchmarks" / f"{args.vary}_{args.backbone}.md", lines)
 
 
 def _pct(value: float | None) -> str:

@@ -30,7 +30,8 @@ def _faults_per_call(mode: str) -> tuple[str, float]:
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_freed_tensors_are_not_faulted_in_again():
-    _, default = _faults_per_call("default")
     applied, kept = _faults_per_call("kept")
     assert applied == "True"
-    assert kept < 50, f"{kept:.0f} page faults per call with freed memory kept ({default:.0f} without)"
+    if kept >= 50:  # the contrast, for the message only
+        pytest.fail(f"{kept:.0f} page faults per call with freed memory kept "
+                    f"({_faults_per_call('default')[1]:.0f} without)")

@@ -180,6 +180,29 @@ def packs(universal, packs) -> None:
     click.echo(pack_table(Path(universal), tasks, [Path(p) for p in packs]))
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--batches", default="1,32", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--threads", default="0", show_default=True,
+              help="Comma-separated CPU thread counts, 0 for torch's default. On a small shared machine, try '0,1': "
+                   "with several threads a small network's speed-up moves with what else the machine runs.")
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Independent interleaved measurements; the table gives their median and the speed-up's range.")
+@click.option("--repeats", default=10, show_default=True, type=click.IntRange(min=1), help="Timed passes per round.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda[:N] where a GPU is present.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@user_errors
+def latency(run_dir, batches, threads, rounds, repeats, device, as_json) -> None:
+    """Time a finished run's original and tailored networks side by side on this machine."""
+    from pathlib import Path
+
+    from archsearch.compare import compare, parse_counts, table
+
+    result = compare(Path(run_dir), parse_counts(batches, "--batches"),
+                     parse_counts(threads, "--threads", allow_zero=True), rounds, repeats, device)
+    click.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
 @main.command("render")
 @click.argument("targets", nargs=-1, metavar="[TARGET]...")
 @click.option("-o", "--out", default="architecture.svg", show_default=True, metavar="FILE",

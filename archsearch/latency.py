@@ -32,3 +32,11 @@ def latency_setting(device: str | torch.device) -> str:
     speed-up of a small network against a large one (docs/results.md, *One thread and two*)."""
     device = str(device)
     return f"{device}, {torch.get_num_threads()} threads" if device == "cpu" else device
+
+
+def latency_rounds(models: dict[str, Callable[[torch.Tensor], object]], input_shape: tuple[int, ...], batch: int,
+                   rounds: int, repeats: int = 10, device: str = "cpu") -> dict[str, list[float]]:
+    """Per model, the median of each of ``rounds`` independent interleaved measurements: on a shared
+    machine a single measurement can land in a slow moment that hits a small network hardest."""
+    per_round = [interleaved_latency(models, input_shape, batch, repeats=repeats, device=device) for _ in range(rounds)]
+    return {name: [r[name] for r in per_round] for name in models}

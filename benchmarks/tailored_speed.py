@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import load_pair, provenance, set_allocator, write_doc  # noqa: E402
-from archsearch.latency import interleaved_latency  # noqa: E402
+from archsearch.latency import latency_rounds  # noqa: E402
 
 BATCHES = (1, 64)
 
@@ -32,11 +32,6 @@ def thread_settings(text: str) -> list[int]:
     """'0,1' → [torch's default thread count, 1]."""
     default = torch.get_num_threads()
     return [int(t) or default for t in text.split(",")]
-
-
-def measure(models: dict, shape: tuple[int, ...], rounds: int, repeats: int) -> dict[int, list[dict[str, float]]]:
-    """Per batch size, one {name: median seconds} per round, the networks interleaved within a round."""
-    return {b: [interleaved_latency(models, shape, b, repeats=repeats) for _ in range(rounds)] for b in BATCHES}
 
 
 def main() -> None:
@@ -62,10 +57,11 @@ def main() -> None:
         factor = report["original_macs"] / report["tailored_macs"]
         for n in threads:
             torch.set_num_threads(n)
-            per_round = measure(models, tuple(report["input_shape"]), args.rounds, args.repeats)
-            t = {b: {m: statistics.median(r[m] for r in per_round[b]) for m in models} for b in BATCHES}
+            per_round = {b: latency_rounds(models, tuple(report["input_shape"]), b, args.rounds, args.repeats)
+                         for b in BATCHES}
+            t = {b: {m: statistics.median(per_round[b][m]) for m in models} for b in BATCHES}
             s1, s64 = (t[b]["original"] / t[b]["tailored"] for b in BATCHES)
-            ratios = [r["original"] / r["tailored"] / factor * 100 for r in per_round[64]]
+            ratios = [o / s / factor * 100 for o, s in zip(per_round[64]["original"], per_round[64]["tailored"])]
             verdict = "" if s64 / factor >= 0.8 else " (short)"
             rows.append(f"| {run.name} ({report['dataset']}) | {report['chosen_k']} | "
                         f"{report['tailored_macs'] / report['original_macs'] * 100:.1f} % | {factor:.2f}x | {n} | "

@@ -236,3 +236,12 @@ def test_resume_with_other_configuration(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception):
         CliRunner().invoke(main, ["--debug", "inspect", "--backbone", "nonesuch"], catch_exceptions=False)
+
+
+def test_latency_of_a_folder_without_a_finished_run(tmp_path):
+    assert_one_line_error(run(["latency", str(tmp_path)]), "no finished run", "--out")
+
+
+@pytest.mark.parametrize("option, value", [("--batches", "1,x"), ("--batches", "0"), ("--threads", "-1")])
+def test_latency_with_bad_counts(tmp_path, option, value):
+    assert_one_line_error(run(["latency", str(tmp_path), option, value]), option, value)

@@ -123,6 +123,25 @@ def test_report_warns_when_the_teacher_is_worse_than_feature_extraction(tiny_run
     assert f"  warning      {warning}" in summary({**report, "warnings": [warning]}).splitlines()
 
 
+def test_latency_command_times_a_finished_run_again(tiny_run):
+    from click.testing import CliRunner
+
+    from archsearch.cli import main
+
+    report, run = tiny_run
+    result = CliRunner().invoke(main, ["latency", str(run), "--batches", "1,4", "--threads", "0,1", "--rounds", "2",
+                                       "--repeats", "1", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["mac_factor"] == pytest.approx(report["original_macs"] / report["tailored_macs"])
+    assert [(r["threads"], r["batch"]) for r in out["rows"]] == [(torch.get_num_threads(), 1), (torch.get_num_threads(), 4),
+                                                                  (1, 1), (1, 4)]
+    for r in out["rows"]:
+        low, high = r["speedup_range"]
+        assert r["original_ms"] > 0 and r["tailored_ms"] > 0 and low <= high
+    assert torch.get_num_threads() == out["rows"][0]["threads"]  # the caller's thread count is restored
+
+
 def test_report_warns_when_the_tailored_network_is_not_faster():
     from archsearch.tailor import not_faster
 

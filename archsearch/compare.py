@@ -1,0 +1,98 @@
+"""A finished run's original and tailored networks, timed again side by side on this machine.
+
+The tailored network is the run's ``tailored.pt``; the original is rebuilt from the run's recorded
+options (the source architecture with the task's classifier, generated as the run measured it).
+Latency does not depend on the weights' values, so a source weights file that has moved since is
+not needed.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import torch
+import torch.fx as fx
+
+from archsearch.errors import UserError
+from archsearch.graph.classifier import replace_classifier
+from archsearch.graph.trace import trace
+from archsearch.latency import latency_rounds
+from archsearch.models import resolve_model
+from archsearch.passes.codegen import build_module
+
+
+def load_run(run: Path) -> tuple[dict, fx.GraphModule]:
+    """The report and tailored network of a finished run directory."""
+    report_path, tailored_path = run / "report.json", run / "tailored.pt"
+    if not report_path.is_file() or not tailored_path.is_file():
+        raise UserError(f"'{run}' holds no finished run (report.json and tailored.pt); "
+                        "give the --out directory of a finished 'archsearch tailor'")
+    return json.loads(report_path.read_text()), torch.load(tailored_path, weights_only=False).eval()
+
+
+def original_network(report: dict) -> fx.GraphModule:
+    """The run's source architecture with the task's classifier, as the run timed it."""
+    cfg = report["config"]
+    weights = cfg.get("weights") if cfg.get("weights") and Path(cfg["weights"]).is_file() else None
+    try:
+        source = resolve_model(cfg.get("backbone"), cfg.get("model"), weights, cfg.get("input_size"),
+                               require_weights=False)
+    except UserError as exc:
+        raise UserError(f"cannot rebuild the run's original network: {exc}") from exc
+    bg = trace(source.model, tuple(report["input_shape"]), cfg.get("leaf_modules") or [])
+    return build_module(replace_classifier(bg, report["num_classes"]), "slim", "logits").eval()
+
+
+def parse_counts(text: str, what: str, allow_zero: bool = False) -> list[int]:
+    """``"1,32"`` → [1, 32]; anything else is a UserError naming the option."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < (0 if allow_zero else 1):
+        least = "0 or more" if allow_zero else "positive"
+        raise UserError(f"{what} must be comma-separated {least} whole numbers (e.g. 1,32), not '{text}'")
+    return values
+
+
+def compare(run: Path, batches: list[int], threads: list[int], rounds: int = 5, repeats: int = 10,
+            device: str = "cpu") -> dict:
+    """Median latency over ``rounds`` of the original and tailored networks for each thread count
+    (0: torch's default) and batch size, with the speed-up's range over the rounds."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
+    report, tailored = load_run(run)
+    models = {"original": original_network(report).to(device), "tailored": tailored.to(device)}
+    default_threads = torch.get_num_threads()
+    rows = []
+    try:
+        for n in threads:
+            torch.set_num_threads(n or default_threads)
+            for b in batches:
+                t = latency_rounds(models, tuple(report["input_shape"]), b, rounds, repeats, device)
+                speedups = [o / s for o, s in zip(t["original"], t["tailored"])]
+                rows.append({"threads": n or default_threads, "batch": b,
+                             "original_ms": statistics.median(t["original"]) * 1e3,
+                             "tailored_ms": statistics.median(t["tailored"]) * 1e3,
+                             "speedup": statistics.median(t["original"]) / statistics.median(t["tailored"]),
+                             "speedup_range": [min(speedups), max(speedups)]})
+    finally:
+        torch.set_num_threads(default_threads)
+    return {"run": str(run), "backbone": report["backbone"], "dataset": report["dataset"], "device": device,
+            "mac_factor": report["original_macs"] / report["tailored_macs"], "rounds": rounds, "repeats": repeats,
+            "rows": rows}
+
+
+def table(result: dict) -> str:
+    """The comparison as aligned lines, speed-up next to the MAC factor."""
+    factor = result["mac_factor"]
+    lines = [f"{result['backbone']} → {result['dataset']} ({result['run']}), {result['device']}: "
+             f"{factor:.2f}x fewer MACs; median of {result['rounds']} rounds of {result['repeats']} passes",
+             f"{'batch':>6} {'threads':>8} {'original':>11} {'tailored':>11} {'speed-up':>9} {'range':>13} "
+             f"{'of MAC factor':>14}"]
+    for r in result["rows"]:
+        low, high = r["speedup_range"]
+        lines.append(f"{r['batch']:>6} {r['threads']:>8} {r['original_ms']:>8.2f} ms {r['tailored_ms']:>8.2f} ms "
+                     f"{r['speedup']:>8.2f}x {f'{low:.2f}–{high:.2f}x':>13} {r['speedup'] / factor * 100:>12.0f} %")
+    return "\n".join(lines)

@@ -28,7 +28,8 @@ def load_run(run: Path) -> tuple[dict, fx.GraphModule]:
     if not report_path.is_file() or not tailored_path.is_file():
         raise UserError(f"'{run}' holds no finished run (report.json and tailored.pt); "
                         "give the --out directory of a finished 'archsearch tailor'")
-    return json.loads(report_path.read_text()), torch.load(tailored_path, weights_only=False).eval()
+    tailored = torch.load(tailored_path, weights_only=False, map_location="cpu")  # a GPU run's, on any machine
+    return json.loads(report_path.read_text()), tailored.eval()
 
 
 def original_network(report: dict) -> fx.GraphModule:

@@ -25,7 +25,8 @@ def user_errors(fn: Callable) -> Callable:
             click.echo(f"archsearch: error: {exc}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
-            click.echo("archsearch: interrupted; run the same command with --resume to continue", err=True)
+            hint = "; run the same command with --resume to continue" if "resume" in ctx.params else ""
+            click.echo(f"archsearch: interrupted{hint}", err=True)
             ctx.exit(130)
     return wrapper
 
@@ -189,7 +190,8 @@ def packs(universal, packs) -> None:
 @click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1),
               help="Independent interleaved measurements; the table gives their median and the speed-up's range.")
 @click.option("--repeats", default=10, show_default=True, type=click.IntRange(min=1), help="Timed passes per round.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda[:N] where a GPU is present.")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+              help="cuda times both networks on the GPU (channels-last, cuDNN autotuning), as a GPU run does.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @user_errors
 def latency(run_dir, batches, threads, rounds, repeats, device, as_json) -> None:

@@ -2,8 +2,9 @@
 
 The tailored network is the run's ``tailored.pt``; the original is rebuilt from the run's recorded
 options (the source architecture with the task's classifier, generated as the run measured it).
-Latency does not depend on the weights' values, so a source weights file that has moved since is
-not needed.
+Latency does not depend on the weights' values, so the source weights are not read. On a GPU both
+networks run channels-last with cuDNN autotuning, as a GPU run places and times them; thread
+counts apply to the CPU only.
 """
 from __future__ import annotations
 
@@ -33,11 +34,10 @@ def load_run(run: Path) -> tuple[dict, fx.GraphModule]:
 
 
 def original_network(report: dict) -> fx.GraphModule:
-    """The run's source architecture with the task's classifier, as the run timed it."""
+    """The run's source architecture with the task's classifier, as the run timed it (untrained weights)."""
     cfg = report["config"]
-    weights = cfg.get("weights") if cfg.get("weights") and Path(cfg["weights"]).is_file() else None
     try:
-        source = resolve_model(cfg.get("backbone"), cfg.get("model"), weights, cfg.get("input_size"),
+        source = resolve_model(cfg.get("backbone"), cfg.get("model"), None, cfg.get("input_size"),
                                require_weights=False)
     except UserError as exc:
         raise UserError(f"cannot rebuild the run's original network: {exc}") from exc
@@ -60,11 +60,17 @@ def parse_counts(text: str, what: str, allow_zero: bool = False) -> list[int]:
 def compare(run: Path, batches: list[int], threads: list[int], rounds: int = 5, repeats: int = 10,
             device: str = "cpu") -> dict:
     """Median latency over ``rounds`` of the original and tailored networks for each thread count
-    (0: torch's default) and batch size, with the speed-up's range over the rounds."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
+    (0: torch's default; CPU only) and batch size, with the speed-up's range over the rounds."""
+    cuda = device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise UserError("--device cuda: torch sees no CUDA device here; use --device cpu")
     report, tailored = load_run(run)
-    models = {"original": original_network(report).to(device), "tailored": tailored.to(device)}
+    layout = torch.channels_last if cuda else torch.contiguous_format
+    models = {"original": original_network(report).to(device, memory_format=layout),
+              "tailored": tailored.to(device, memory_format=layout)}
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        threads = [0]
     default_threads = torch.get_num_threads()
     rows = []
     try:

@@ -2,6 +2,7 @@
 table states the command, machine and settings it was measured with."""
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -16,6 +17,8 @@ import torch
 
 import backbones
 from archsearch.allocator import keep_freed_memory
+from archsearch.compare import load_run
+from archsearch.errors import UserError
 from archsearch.graph.trace import trace
 from archsearch.io.atomic import atomic_write_text
 from archsearch.passes.codegen import build_module, read_gates
@@ -42,12 +45,20 @@ def first_run_seconds(run: Path, seconds: float) -> float:
 
 def timed_tailor(cfg: TailorConfig, log: Callable[[str], None]) -> tuple[dict, float]:
     """``tailor(cfg)`` and the run's first wall time: recorded when this call ran it from the start,
-    read back when an earlier call did, NaN for a run started before times were kept."""
+    read back when an earlier call did; NaN (never recorded) when this call only resumed a run that
+    has no recorded time, since a resume's time is not the run's."""
     run = Path(cfg.out)
     fresh = not (run / "config.json").exists()
     start = time.perf_counter()
     report = tailor(cfg, log=log)
     return report, first_run_seconds(run, time.perf_counter() - start if fresh else float("nan"))
+
+
+def at_least_one(text: str) -> int:
+    """argparse type: a whole number of 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not '{text}'")
+    return int(text)
 
 
 def minutes(seconds: float) -> str:
@@ -64,11 +75,11 @@ def finished_report(run: Path) -> dict | None:
 def load_pair(run: Path) -> tuple[dict, torch.nn.Module, torch.fx.GraphModule]:
     """A finished run's report, its original network (the backbone with the task's classifier, eager, as a
     user would run it) and its tailored.pt, both in eval mode."""
-    report = finished_report(run)
-    if report is None:
-        raise SystemExit(f"{run} holds no finished run (no report.json)")
-    original = backbones.get_backbone(report["backbone"], num_classes=report["num_classes"]).eval()
-    return report, original, torch.load(run / "tailored.pt", weights_only=False).eval()
+    try:
+        report, tailored = load_run(run)
+    except UserError as exc:
+        raise SystemExit(str(exc)) from None
+    return report, backbones.get_backbone(report["backbone"], num_classes=report["num_classes"]).eval(), tailored
 
 
 def sweep_summary(report: dict) -> str:
@@ -85,12 +96,12 @@ def set_allocator(glibc_defaults: bool = False) -> str:
     return "freed memory kept" if keep_freed_memory() else "the C library's defaults (not glibc)"
 
 
-def provenance(allocator: str, drop: tuple[str, ...] = ("--table-only",)) -> list[str]:
+def provenance(allocator: str, drop: tuple[str, ...] = ("--table-only",), threads: str | None = None) -> list[str]:
     """The command that ran (less ``drop``: flags that only rewrite a table) and the date, machine,
-    threads, torch and allocator it ran with."""
+    threads (``threads`` where the measured work ran in other processes), torch and allocator."""
     return [f"Command: `python {' '.join(a for a in sys.argv if a not in drop)}`  ",
             f"Date: {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, allocator: {allocator}"
+            f"{threads or f'{torch.get_num_threads()} torch threads'}, torch {torch.__version__}, allocator: {allocator}"
             + "".join(f", {k}={os.environ[k]}" for k in _THREAD_ENV if k in os.environ) + "  "]
 
 

@@ -42,7 +42,9 @@ def main() -> None:
     images = 2 * 1438  # two student epochs over digits' 1,438 training images
     ips = {n: images / r["stage_seconds"]["student"] for n, r in reports.items()}
     lines = ["# Student-stage throughput: 1 and 2 processes", "",
-             *provenance("freed memory kept (set by the archsearch command)"), "Backend: gloo.", "",
+             *provenance("freed memory kept (set by the archsearch command)",
+                         threads=f"torch's default threads with 1 process, {max(1, (os.cpu_count() or 2) // 2)} "
+                                 "per process with 2"), "Backend: gloo.", "",
              "| processes | student stage seconds | images / s | student accuracy |", "|---|---|---|---|"]
     for n, r in reports.items():
         lines.append(f"| {n} | {r['stage_seconds']['student']:.1f} | {ips[n]:.1f} | {r['student_accuracy']:.2f} % |")

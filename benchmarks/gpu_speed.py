@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
-from benchmarks.common import blocks_replaced, provenance, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import at_least_one, blocks_replaced, provenance, set_allocator, write_doc  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
 
 
@@ -30,8 +30,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batches", default="1,64", help="comma-separated batch sizes")
-    ap.add_argument("--repeats", type=int, default=50)
-    ap.add_argument("--remove-every", type=int, default=2, help="replace every n-th block by its proxy (2: 8 of 16)")
+    ap.add_argument("--repeats", type=at_least_one, default=50)
+    ap.add_argument("--remove-every", type=at_least_one, default=2, help="replace every n-th block by its proxy (2: 8 of 16)")
     ap.add_argument("--quick", action="store_true", help="batches 1 and 4 at 5 repeats, for a check on CPU")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "gpu_speed.md")
     args = ap.parse_args()

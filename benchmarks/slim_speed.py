@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
-from benchmarks.common import blocks_replaced, provenance, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import CIFAR_WEIGHTS, SHARED, blocks_replaced, provenance, set_allocator, write_doc  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
 
-WEIGHTS = ROOT.parent / "shared" / "data" / "cifar10-resnets" / "resnet56-4bfd9763.th"
+WEIGHTS = SHARED / "cifar10-resnets" / CIFAR_WEIGHTS["resnet56"]
 
 
 def slim_resnet56(removed_every: int = 3) -> tuple[torch.nn.Module, torch.nn.Module, int, int, int]:

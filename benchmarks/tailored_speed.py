@@ -22,23 +22,19 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import load_pair, provenance, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import at_least_one, load_pair, provenance, set_allocator, write_doc  # noqa: E402
+from archsearch.compare import parse_counts  # noqa: E402
+from archsearch.errors import UserError  # noqa: E402
 from archsearch.latency import latency_rounds  # noqa: E402
 
 BATCHES = (1, 64)
 
 
-def thread_settings(text: str) -> list[int]:
-    """'0,1' → [torch's default thread count, 1]."""
-    default = torch.get_num_threads()
-    return [int(t) or default for t in text.split(",")]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--rounds", type=int, default=5, help="independent interleaved measurements per row")
-    ap.add_argument("--repeats", type=int, default=10, help="timed passes per network and round")
+    ap.add_argument("--rounds", type=at_least_one, default=5, help="independent interleaved measurements per row")
+    ap.add_argument("--repeats", type=at_least_one, default=10, help="timed passes per network and round")
     ap.add_argument("--threads", default="0,1", help="comma-separated torch CPU thread counts; 0 is torch's default")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "tailored_speed.md")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 5 passes")
@@ -48,7 +44,11 @@ def main() -> None:
     allocator = set_allocator(args.glibc_malloc)
     if args.quick:
         args.rounds, args.repeats = 2, 5
-    threads = thread_settings(args.threads)
+    default = torch.get_num_threads()
+    try:
+        threads = [n or default for n in parse_counts(args.threads, "--threads", allow_zero=True)]
+    except UserError as exc:
+        ap.error(str(exc))
     rows = ["| run | k | MACs kept | MAC factor | threads | batch 1 (ms) | batch 64 (ms) | speed-up b1 "
             "| speed-up b64 | b64 speed-up / MAC factor | per-round range |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in args.runs:
@@ -56,7 +56,7 @@ def main() -> None:
         models = {"original": original, "tailored": tailored}
         factor = report["original_macs"] / report["tailored_macs"]
         for n in threads:
-            torch.set_num_threads(n)
+            torch.set_num_threads(n)  # restored below, before the provenance line reads it
             per_round = {b: latency_rounds(models, tuple(report["input_shape"]), b, args.rounds, args.repeats)
                          for b in BATCHES}
             t = {b: {m: statistics.median(per_round[b][m]) for m in models} for b in BATCHES}
@@ -69,7 +69,7 @@ def main() -> None:
                         f"{t[64]['original'] * 1e3:.1f} → {t[64]['tailored'] * 1e3:.1f} | {s1:.2f}x | {s64:.2f}x | "
                         f"**{s64 / factor * 100:.1f} %**{verdict} | {min(ratios):.1f}–{max(ratios):.1f} % |")
             print(rows[-1], flush=True)
-    torch.set_num_threads(threads[0])
+    torch.set_num_threads(default)
     lines = ["# Tailored networks: measured CPU speed against MACs", "",
              *provenance(allocator), "",
              "Original: the backbone with the task's classifier (eager). Tailored: the run's tailored.pt. "

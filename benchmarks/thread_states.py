@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import load_pair, provenance, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import at_least_one, load_pair, provenance, set_allocator, write_doc  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
 
 
@@ -38,8 +38,8 @@ def probe_ms(a: torch.Tensor, passes: int = 50) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
-    ap.add_argument("--seconds", type=float, default=150.0, help="how long to keep measuring")
-    ap.add_argument("--passes", type=int, default=10, help="timed passes per network, thread count and round")
+    ap.add_argument("--seconds", type=float, default=150.0, help="how long to keep measuring (at least one round)")
+    ap.add_argument("--passes", type=at_least_one, default=10, help="timed passes per network, thread count and round")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "thread_states.md")
     ap.add_argument("--quick", action="store_true", help="20 seconds")
     args = ap.parse_args()
@@ -58,7 +58,7 @@ def main() -> None:
     ratios: dict[int, list[float]] = {n: [] for n in counts}
     end = time.time() + args.seconds
     with torch.no_grad():
-        while time.time() < end:
+        while time.time() < end or not ratios[counts[0]]:
             cells = []
             for n in counts:
                 torch.set_num_threads(n)

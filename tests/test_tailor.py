@@ -147,6 +147,22 @@ def test_latency_command_times_a_finished_run_again(tiny_run):
     assert after == 3  # the caller's thread count is restored
 
 
+def test_a_tailored_network_measured_slower_is_reported(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    import archsearch.tailor as tailor_module
+
+    report, run = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    monkeypatch.setattr(tailor_module, "interleaved_latency", lambda *a, **k: {"original": 0.010, "tailored": 0.012})
+    cfg = TailorConfig(model=report["config"]["model"], input_size="3,12,12", data=report["config"]["data"],
+                       out=str(copy), teacher_epochs=1, student_epochs=1, retrain_epochs=1, sweep="0,2",
+                       batch_size=32, progress=False, resume=True)
+    again = tailor(cfg, log=lambda m: None)
+    assert any("not faster than the original" in w and "10.0 → 12.0 ms" in w for w in again["warnings"])
+
+
 def test_report_warns_when_the_tailored_network_is_not_faster():
     from archsearch.tailor import not_faster
 

@@ -11,7 +11,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -24,7 +24,9 @@ from archsearch.io.atomic import atomic_write_text
 from archsearch.passes.codegen import build_module, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.prune import prune
-from archsearch.tailor import TailorConfig, tailor
+
+if TYPE_CHECKING:
+    from archsearch.tailor import TailorConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -47,6 +49,10 @@ def timed_tailor(cfg: TailorConfig, log: Callable[[str], None]) -> tuple[dict, f
     """``tailor(cfg)`` and the run's first wall time: recorded when this call ran it from the start,
     read back when an earlier call did; NaN (never recorded) when this call only resumed a run that
     has no recorded time, since a resume's time is not the run's."""
+    # Imported here, not at the top: the timing scripts need none of the training pipeline, and
+    # gpu_speed.py must run on a lent GPU whose image has no graphviz.
+    from archsearch.tailor import tailor
+
     run = Path(cfg.out)
     fresh = not (run / "config.json").exists()
     start = time.perf_counter()

@@ -28,7 +28,7 @@ from archsearch.graph.trace import trace
 from archsearch.io.atomic import atomic_torch_save, atomic_write_json
 from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
 from archsearch.io.pack import tensor_digest, write_pack, write_universal
-from archsearch.latency import interleaved_latency, latency_setting
+from archsearch.latency import latency_setting, median_latency
 from archsearch.models import resolve_model
 from archsearch.graph.gates import alphas
 from archsearch.passes.codegen import build_module, read_gates
@@ -427,8 +427,8 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
         probe = next(iter(p.test_loader))[0][:8].to(p.device)
         slim_error = float((slim(probe) - pruned_student(probe)[0]).abs().max())
     original_module = build_module(p.teacher_bg, "slim", "logits").eval()
-    latency = {f"batch{b}": interleaved_latency({"original": original_module, "tailored": slim}, source.input_shape, b,
-                                                device=p.device) for b in (1, 32)}
+    latency = {f"batch{b}": median_latency({"original": original_module, "tailored": slim}, source.input_shape, b,
+                                           device=p.device) for b in (1, 32)}
     slower = not_faster(latency)
     if slower:
         warnings.append(slower)

@@ -155,7 +155,7 @@ def test_a_tailored_network_measured_slower_is_reported(tiny_run, tmp_path, monk
     report, run = tiny_run
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    monkeypatch.setattr(tailor_module, "interleaved_latency", lambda *a, **k: {"original": 0.010, "tailored": 0.012})
+    monkeypatch.setattr(tailor_module, "median_latency", lambda *a, **k: {"original": 0.010, "tailored": 0.012})
     cfg = TailorConfig(model=report["config"]["model"], input_size="3,12,12", data=report["config"]["data"],
                        out=str(copy), teacher_epochs=1, student_epochs=1, retrain_epochs=1, sweep="0,2",
                        batch_size=32, progress=False, resume=True)

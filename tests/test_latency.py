@@ -1,0 +1,27 @@
+"""Latency measurement: models alternate pass by pass, and rounds reduce to their median."""
+import torch
+
+import archsearch.latency as latency
+
+
+def test_models_alternate_pass_by_pass_and_warm_up_is_not_timed():
+    calls = []
+    models = {name: (lambda x, name=name: calls.append((name, x.shape))) for name in ("original", "tailored")}
+    out = latency.interleaved_latency(models, (3, 4, 4), batch=2, repeats=4, warmup=2)
+    assert [name for name, _ in calls] == ["original", "tailored"] * 6
+    assert all(shape == torch.Size([2, 3, 4, 4]) for _, shape in calls)
+    assert set(out) == {"original", "tailored"} and all(t >= 0 for t in out.values())
+
+
+def test_median_latency_is_the_median_of_independent_rounds(monkeypatch):
+    rounds = iter([{"original": 0.30, "tailored": 0.05}, {"original": 0.10, "tailored": 0.90},
+                   {"original": 0.20, "tailored": 0.07}])
+    seen = []
+
+    def one_round(models, input_shape, batch, repeats, device):
+        seen.append((batch, repeats, device))
+        return next(rounds)
+
+    monkeypatch.setattr(latency, "interleaved_latency", one_round)
+    assert latency.median_latency({"original": None, "tailored": None}, (3,), 32) == {"original": 0.20, "tailored": 0.07}
+    assert seen == [(32, 5, "cpu")] * 3

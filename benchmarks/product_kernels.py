@@ -3,10 +3,12 @@
 Part 1, kernels (batch 64): every 1x1 product shape the run's tailored network computes, accumulated
 into a sum in each way PyTorch can run it on CPU: MKL's batched GEMM in place (what the slim network
 runs; again with its source map fetched from memory, as in a network, where the map was written
-nodes earlier, rather than left in cache by the previous call), oneDNN's 1x1 convolution on NCHW maps, oneDNN's 1x1 convolution on channels-last maps with
-the sum fused in (the kernel torch.compile's CPU fusions call), NNPACK. Beside them the machine's
-references: MKL's single-precision GEMM on a 1024x1024x1024 product, and the original network's own
-convolutions (oneDNN). Throughput in GMAC/s: one thread is the default, where this machine is steady.
+nodes earlier, rather than left in cache by the previous call), oneDNN's 1x1 convolution on NCHW
+maps, oneDNN's 1x1 convolution on channels-last maps with the sum added or fused in (the kernel
+torch.compile's CPU fusions call), NNPACK. Beside them the machine's references: MKL's
+single-precision GEMM on a 1024x1024x1024 product, and the original network's own convolutions
+(oneDNN), with their input in cache and not. Throughput in GMAC/s: one thread is the default,
+where this machine is steady.
 
 Part 2, whole networks: original and tailored interleaved in rounds, in each deployment form a user
 could pick: eager NCHW (as archsearch emits it), eager channels-last (the tailored network's proxy
@@ -103,7 +105,8 @@ def product_kernels(shape: tuple[int, int, int, int], repeats: int) -> dict[str,
             acc_cl, x_cl, w4_cl, None, [0, 0], [1, 1], [1, 1], 1, "add", 1.0, None, [], "")
     if torch.backends.nnpack.is_available():
         zero = torch.zeros(c_out)
-        kernels["NNPACK 1x1 conv, + add"] = lambda: acc.add_(torch._nnpack_spatial_convolution(x, w4, zero, [0, 0], [1, 1]))
+        kernels["NNPACK 1x1 conv, + add"] = lambda: acc.add_(
+            torch._nnpack_spatial_convolution(x, w4, zero, [0, 0], [1, 1]))
     macs = BATCH * c_out * c_in * h * w
     return {name: macs / _seconds(fn, repeats) / 1e9 for name, fn in kernels.items()}
 
@@ -193,8 +196,9 @@ def network_forms(original: nn.Module, tailored: fx.GraphModule, input_shape: tu
     forms = {"eager, NCHW (as emitted)": (original, tailored),
              "eager, channels-last (products as 1x1 convs)": (_channels_last(original), _channels_last(as_convs))}
     if compile_too:
-        forms["torch.compile, NCHW (as emitted)"] = (torch.compile(original), torch.compile(tailored))
-        forms["torch.compile, products as 1x1 convs"] = (torch.compile(original), torch.compile(as_convs))
+        compiled = torch.compile(original)
+        forms["torch.compile, NCHW (as emitted)"] = (compiled, torch.compile(tailored))
+        forms["torch.compile, products as 1x1 convs"] = (compiled, torch.compile(as_convs))
     x = torch.randn(4, *input_shape)
     with torch.no_grad():
         expect = tailored(x)
@@ -253,7 +257,8 @@ def main() -> None:
             o, t = (statistics.median(per_round[k]) for k in ("original", "tailored"))
             ratios = [a / b / factor * 100 for a, b in zip(per_round["original"], per_round["tailored"])]
             mark = "" if o / t / factor >= 0.8 else " (short)"
-            form_rows.append(f"| {form} | {o * 1e3:.1f} | {t * 1e3:.1f} | {o / t:.2f}x | **{o / t / factor * 100:.0f} %**"
+            form_rows.append(f"| {form} | {o * 1e3:.1f} | {t * 1e3:.1f} | {o / t:.2f}x | "
+                             f"**{o / t / factor * 100:.0f} %**"
                              f"{mark} | {min(ratios):.0f}–{max(ratios):.0f} % |")
     torch.set_num_threads(before)
     lines = ["# Proxy products, kernel by kernel", "",
@@ -262,7 +267,8 @@ def main() -> None:
              f"{report['tailored_macs'] / report['original_macs'] * 100:.1f} % of the MACs ({factor:.2f}x fewer)", "",
              f"## Kernels: GMAC/s of each 1x1 product at batch {BATCH}, accumulated into a sum "
              f"(median of {args.repeats} calls; the fastest in bold)", "", *kernel_rows, "", *ref_rows, "",
-             f"## Whole networks at batch {BATCH}: median over {args.rounds} interleaved rounds of {args.repeats} passes",
+             f"## Whole networks at batch {BATCH}: median over {args.rounds} interleaved rounds "
+             f"of {args.repeats} passes",
              "", *form_rows]
     write_doc(args.doc, lines)
 

@@ -23,5 +23,6 @@ def test_median_latency_is_the_median_of_independent_rounds(monkeypatch):
         return next(rounds)
 
     monkeypatch.setattr(latency, "interleaved_latency", one_round)
-    assert latency.median_latency({"original": None, "tailored": None}, (3,), 32) == {"original": 0.20, "tailored": 0.07}
+    got = latency.median_latency({"original": None, "tailored": None}, (3,), 32)
+    assert got == {"original": 0.20, "tailored": 0.07}
     assert seen == [(32, 5, "cpu")] * 3

@@ -4,11 +4,11 @@ Part 1, kernels (batch 64): every 1x1 product shape the run's tailored network c
 into a sum in each way PyTorch can run it on CPU: MKL's batched GEMM in place (what the slim network
 runs; again with its source map fetched from memory, as in a network, where the map was written
 nodes earlier, rather than left in cache by the previous call), oneDNN's 1x1 convolution on NCHW
-maps, oneDNN's 1x1 convolution on channels-last maps with the sum added or fused in (the kernel
-torch.compile's CPU fusions call), NNPACK. Beside them the machine's references: MKL's
-single-precision GEMM on a 1024x1024x1024 product, and the original network's own convolutions
-(oneDNN), with their input in cache and not. Throughput in GMAC/s: one thread is the default,
-where this machine is steady.
+maps, oneDNN's 1x1 convolution on channels-last maps with the sum added or fused in
+(``mkldnn._convolution_pointwise_``, also with its source fetched from memory), NNPACK. Beside them
+the machine's references: MKL's single-precision GEMM on a 1024x1024x1024 product, and the
+original network's own convolutions (oneDNN), with their input in cache and not. Throughput in
+GMAC/s: one thread is the default, where this machine is steady.
 
 Part 2, whole networks: original and tailored interleaved in rounds, in each deployment form a user
 could pick: eager NCHW (as archsearch emits it), eager channels-last (the tailored network's proxy
@@ -95,14 +95,17 @@ def product_kernels(shape: tuple[int, int, int, int], repeats: int) -> dict[str,
     cold = _cold(flat)
     kernels: dict[str, Callable[[], object]] = {
         "MKL batched GEMM, in place (archsearch)": lambda: acc_flat.baddbmm_(batched, flat),
-        "the same, source map not in cache": lambda: acc_flat.baddbmm_(batched, cold()),
+        "MKL, source map not in cache": lambda: acc_flat.baddbmm_(batched, cold()),
         "oneDNN 1x1 conv, NCHW, + add": lambda: acc.add_(F.conv2d(x, w4)),
         "oneDNN 1x1 conv, channels-last, + add": lambda: acc_cl.add_(F.conv2d(x_cl, w4_cl)),
     }
     fused = _fused_add()
     if fused is not None:
+        cold_cl = _cold(x_cl)
         kernels["oneDNN 1x1 conv, channels-last, sum fused"] = lambda: fused(
             acc_cl, x_cl, w4_cl, None, [0, 0], [1, 1], [1, 1], 1, "add", 1.0, None, [], "")
+        kernels["oneDNN fused, source map not in cache"] = lambda: fused(
+            acc_cl, cold_cl(), w4_cl, None, [0, 0], [1, 1], [1, 1], 1, "add", 1.0, None, [], "")
     if torch.backends.nnpack.is_available():
         zero = torch.zeros(c_out)
         kernels["NNPACK 1x1 conv, + add"] = lambda: acc.add_(
@@ -151,20 +154,37 @@ def reference_rates(original: nn.Module, input_shape: tuple[int, ...], repeats: 
     return rows
 
 
+def _is_bias_sum(node: fx.Node) -> bool:
+    """``torch.add(bias column, …)``: how the slim code starts a node's sum from its proxies' biases."""
+    first = node.args[0] if node.args else None
+    return node.op == "call_function" and node.target is torch.add and isinstance(first, fx.Node) \
+        and first.op == "get_attr" and first.target.startswith("proxies.bias_")
+
+
+def _feeds_products_only(node: fx.Node) -> bool:
+    """Whether every user of ``node`` is a proxy product, a bias sum, or the batch-size read for the expands."""
+    return bool(node.users) and all(_is_product(u) or _is_bias_sum(u) or (u.op == "call_method" and u.target == "size")
+                                    for u in node.users)
+
+
 def products_as_convolutions(tailored: fx.GraphModule) -> fx.GraphModule:
     """A copy of a slim network whose proxy products are 1x1 convolutions on 4-d maps instead of batched
-    matrix products on flattened ones, so that it runs in any memory format (channels-last included)."""
+    matrix products on flattened ones, so that it runs in any memory format (channels-last included).
+    Only the flattens, expands and unflattens around proxy sums are touched."""
     gm = copy.deepcopy(tailored)
     graph = gm.graph
     for node in list(graph.nodes):
-        flat = node.op == "call_function" and node.target is torch.flatten and node.args[1:] == (2,)
-        if flat or (node.op == "call_function" and node.target is torch.unflatten) or \
-                (node.op == "call_method" and node.target == "expand"):
+        if node.op == "call_function" and node.target is torch.unflatten and isinstance(node.args[0], fx.Node) \
+                and (_is_product(node.args[0]) or _is_bias_sum(node.args[0])):
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
     for node in list(graph.nodes):
-        if node.op == "call_function" and node.target is torch.add and node.args[0].op == "get_attr" \
-                and node.args[0].target.startswith("proxies.bias_"):  # a (C, 1) bias column, now added to 4-d maps
+        flat = node.op == "call_function" and node.target is torch.flatten and node.args[1:] == (2,)
+        if (flat or (node.op == "call_method" and node.target == "expand")) and _feeds_products_only(node):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+    for node in list(graph.nodes):
+        if _is_bias_sum(node):  # a (C, 1) bias column, now added to 4-d maps
             with graph.inserting_before(node):
                 node.args = (graph.call_method("view", (node.args[0], 1, -1, 1, 1)), *node.args[1:])
         if not _is_product(node):
@@ -191,22 +211,24 @@ def _channels_last(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def network_forms(original: nn.Module, tailored: fx.GraphModule, input_shape: tuple[int, ...],
                   compile_too: bool) -> dict[str, tuple[Callable, Callable]]:
-    """Deployment form → (original, tailored) callables, each tailored form checked against tailored.pt."""
+    """Deployment form → (original, tailored) callables, each checked at the timed batch size against the
+    eager original and tailored.pt (which also compiles the compiled ones for that size: static shapes)."""
     as_convs = products_as_convolutions(tailored)
     forms = {"eager, NCHW (as emitted)": (original, tailored),
              "eager, channels-last (products as 1x1 convs)": (_channels_last(original), _channels_last(as_convs))}
     if compile_too:
-        compiled = torch.compile(original)
-        forms["torch.compile, NCHW (as emitted)"] = (compiled, torch.compile(tailored))
-        forms["torch.compile, products as 1x1 convs"] = (compiled, torch.compile(as_convs))
-    x = torch.randn(4, *input_shape)
+        compiled = torch.compile(original, dynamic=False)
+        forms["torch.compile, NCHW (as emitted)"] = (compiled, torch.compile(tailored, dynamic=False))
+        forms["torch.compile, products as 1x1 convs"] = (compiled, torch.compile(as_convs, dynamic=False))
+    x = torch.randn(BATCH, *input_shape)
     with torch.no_grad():
-        expect = tailored(x)
-        for form, (_, model) in forms.items():
-            got = model(x)
-            if not torch.allclose(got, expect, atol=1e-4, rtol=1e-4):
-                raise SystemExit(f"{form}: the rewritten tailored network does not reproduce tailored.pt "
-                                 f"(largest difference {(got - expect).abs().max().item():.2e})")
+        expect = {"original": original(x), "tailored": tailored(x)}
+        for form, models in forms.items():
+            for which, model in zip(("original", "tailored"), models):
+                error = (model(x) - expect[which]).abs().max().item() / expect[which].abs().max().item()
+                if error > 1e-5:  # relative to the largest output: the untrained original's logits reach 1e4-1e5
+                    raise SystemExit(f"{form}: the {which} network does not reproduce its eager form "
+                                     f"(largest difference {error:.1e} of the largest output)")
     return forms
 
 
@@ -225,42 +247,46 @@ def main() -> None:
         args.repeats, args.rounds = 5, 1
     before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    report, original, tailored = load_pair(args.run)
-    shape = tuple(report["input_shape"])
-    factor = report["original_macs"] / report["tailored_macs"]
+    try:
+        report, original, tailored = load_pair(args.run)
+        shape = tuple(report["input_shape"])
+        factor = report["original_macs"] / report["tailored_macs"]
 
-    shapes = product_shapes(tailored, shape)
-    rates = {s: product_kernels(s, args.repeats) for s in sorted(shapes, key=lambda s: (-s[2], s[0], s[1]))}
-    names = list(next(iter(rates.values())))
-    kernel_rows = [f"| product (out←in, map) | count | {' | '.join(names)} |", "|---|---|" + "---|" * len(names)]
-    for (c_out, c_in, h, w), per_kernel in rates.items():
-        best = max(per_kernel.values())
-        cells = [f"**{v:.1f}**" if v == best else f"{v:.1f}" for v in per_kernel.values()]
-        kernel_rows.append(f"| {c_out}←{c_in}, {h}x{w} | {shapes[(c_out, c_in, h, w)]} | {' | '.join(cells)} |")
-    mean = {n: mean_rate([(shapes[s] * math.prod(s), rates[s][n]) for s in rates]) for n in names}
-    kernel_rows.append(f"| **all products (MAC-weighted)** | {sum(shapes.values())} | "
-                       f"{' | '.join(f'{mean[n]:.1f}' for n in names)} |")
-    ref_rows = ["| reference | in the original | GMAC/s | input not in cache |", "|---|---|---|---|"]
-    refs = reference_rates(original, shape, args.repeats)
-    ref_rows += [f"| {what} | {count or '–'} | {rate:.1f} | {'–' if math.isnan(cold) else f'{cold:.1f}'} |"
-                 for what, count, _, rate, cold in refs]
-    convs = [r for r in refs if r[1]]
-    ref_rows.append(f"| **all the original's convolutions (MAC-weighted)** | {sum(r[1] for r in convs)} | "
-                    + " | ".join(f"{mean_rate([(r[1] * r[2], r[col]) for r in convs]):.1f}" for col in (3, 4)) + " |")
+        shapes = product_shapes(tailored, shape)
+        rates = {s: product_kernels(s, args.repeats) for s in sorted(shapes, key=lambda s: (-s[2], s[0], s[1]))}
+        names = list(next(iter(rates.values())))
+        kernel_rows = [f"| product (out←in, map) | count | {' | '.join(names)} |", "|---|---|" + "---|" * len(names)]
+        for (c_out, c_in, h, w), per_kernel in rates.items():
+            best = max(per_kernel.values())
+            cells = [f"**{v:.1f}**" if v == best else f"{v:.1f}" for v in per_kernel.values()]
+            kernel_rows.append(f"| {c_out}←{c_in}, {h}x{w} | {shapes[(c_out, c_in, h, w)]} | {' | '.join(cells)} |")
+        mean = {n: mean_rate([(shapes[s] * math.prod(s), rates[s][n]) for s in rates]) for n in names}
+        kernel_rows.append(f"| **all products (MAC-weighted)** | {sum(shapes.values())} | "
+                           f"{' | '.join(f'{mean[n]:.1f}' for n in names)} |")
+        ref_rows = ["| reference | in the original | GMAC/s | input not in cache |", "|---|---|---|---|"]
+        refs = reference_rates(original, shape, args.repeats)
+        ref_rows += [f"| {what} | {count or '–'} | {rate:.1f} | {'–' if math.isnan(cold) else f'{cold:.1f}'} |"
+                     for what, count, _, rate, cold in refs]
+        convs = [r for r in refs if r[1]]
+        together = [mean_rate([(r[1] * r[2], r[col]) for r in convs]) for col in (3, 4)]
+        ref_rows.append(f"| **all the original's convolutions (MAC-weighted)** | {sum(r[1] for r in convs)} | "
+                        f"{together[0]:.1f} | {together[1]:.1f} |")
 
-    forms = network_forms(original, tailored, shape, args.compile)
-    form_rows = ["| form | original (ms) | tailored (ms) | speed-up | of the MAC factor | range over rounds |",
-                 "|---|---|---|---|---|---|"]
-    with torch.no_grad():
-        for form, (orig, tail) in forms.items():
-            per_round = latency_rounds({"original": orig, "tailored": tail}, shape, BATCH, args.rounds, args.repeats)
-            o, t = (statistics.median(per_round[k]) for k in ("original", "tailored"))
-            ratios = [a / b / factor * 100 for a, b in zip(per_round["original"], per_round["tailored"])]
-            mark = "" if o / t / factor >= 0.8 else " (short)"
-            form_rows.append(f"| {form} | {o * 1e3:.1f} | {t * 1e3:.1f} | {o / t:.2f}x | "
-                             f"**{o / t / factor * 100:.0f} %**"
-                             f"{mark} | {min(ratios):.0f}–{max(ratios):.0f} % |")
-    torch.set_num_threads(before)
+        forms = network_forms(original, tailored, shape, args.compile)
+        form_rows = ["| form | original (ms) | tailored (ms) | speed-up | of the MAC factor | range over rounds |",
+                     "|---|---|---|---|---|---|"]
+        with torch.no_grad():
+            for form, (orig, tail) in forms.items():
+                per_round = latency_rounds({"original": orig, "tailored": tail}, shape, BATCH, args.rounds,
+                                           args.repeats)
+                o, t = (statistics.median(per_round[k]) for k in ("original", "tailored"))
+                ratios = [a / b / factor * 100 for a, b in zip(per_round["original"], per_round["tailored"])]
+                mark = "" if o / t / factor >= 0.8 else " (short)"
+                form_rows.append(f"| {form} | {o * 1e3:.1f} | {t * 1e3:.1f} | {o / t:.2f}x | "
+                                 f"**{o / t / factor * 100:.0f} %**"
+                                 f"{mark} | {min(ratios):.0f}–{max(ratios):.0f} % |")
+    finally:
+        torch.set_num_threads(before)
     lines = ["# Proxy products, kernel by kernel", "",
              *provenance(allocator, threads=f"{args.threads} torch threads"),
              f"Run: {report['backbone']} → {report['dataset']}, k={report['chosen_k']}, "

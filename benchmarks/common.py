@@ -88,6 +88,13 @@ def load_pair(run: Path) -> tuple[dict, torch.nn.Module, torch.fx.GraphModule]:
     return report, backbones.get_backbone(report["backbone"], num_classes=report["num_classes"]).eval(), tailored
 
 
+def run_line(report: dict) -> str:
+    """The run a table measured, in words: source → target, the chosen k and the MACs it kept."""
+    kept = report["tailored_macs"] / report["original_macs"]
+    return (f"Run: {report['backbone']} → {report['dataset']}, k={report['chosen_k']}, "
+            f"{kept * 100:.1f} % of the MACs ({1 / kept:.2f}x fewer)")
+
+
 def sweep_summary(report: dict) -> str:
     """The sweep as 'k=…: accuracy, MACs kept' items in order of k."""
     return "; ".join(f"k={t['k']}: {t['accuracy']:.2f} %, {t['macs'] / report['original_macs'] * 100:.0f} %"

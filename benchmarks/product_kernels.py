@@ -38,7 +38,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import at_least_one, load_pair, provenance, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import at_least_one, load_pair, provenance, run_line, set_allocator, write_doc  # noqa: E402
 from archsearch.latency import latency_rounds  # noqa: E402
 
 BATCH = 64
@@ -289,8 +289,7 @@ def main() -> None:
         torch.set_num_threads(before)
     lines = ["# Proxy products, kernel by kernel", "",
              *provenance(allocator, threads=f"{args.threads} torch threads"),
-             f"Run: {report['backbone']} → {report['dataset']}, k={report['chosen_k']}, "
-             f"{report['tailored_macs'] / report['original_macs'] * 100:.1f} % of the MACs ({factor:.2f}x fewer)", "",
+             run_line(report), "",
              f"## Kernels: GMAC/s of each 1x1 product at batch {BATCH}, accumulated into a sum "
              f"(median of {args.repeats} calls; the fastest in bold)", "", *kernel_rows, "", *ref_rows, "",
              f"## Whole networks at batch {BATCH}: median over {args.rounds} interleaved rounds "

@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import at_least_one, load_pair, provenance, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import at_least_one, load_pair, provenance, run_line, set_allocator, write_doc  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
 
 
@@ -74,7 +74,7 @@ def main() -> None:
         summary.append(f"| {n} | {len(r)} | **{statistics.median(r):.1f} %** | {min(r):.1f}–{max(r):.1f} % | "
                        f"{sum(x >= 80 for x in r)} of {len(r)} |")
     lines = ["# Speed-up against MACs: threads and the machine's moment", "", *provenance(allocator),
-             f"Run: {report['backbone']} → {report['dataset']}, k={report['chosen_k']}, MAC factor {factor:.2f}x", "",
+             run_line(report), "",
              f"Batch 64; in each round, per thread count, original and tailored interleaved, median of {args.passes} "
              "after 2 warm-up passes; ratio = speed-up / MAC factor. "
              f"Probe: a 256x256 matrix product on {default_threads} threads.", "",

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from archsearch.graph.trace import symbolic_trace  # noqa: E402
 from archsearch.nn.proxy import HalvingMaxPool  # noqa: E402
-from benchmarks.common import load_pair, provenance, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import load_pair, provenance, run_line, set_allocator, write_doc  # noqa: E402
 
 OTHERS = ("batch-norms", "proxy products", "pooling", "activations", "sums and gate scaling", "everything else")
 _PRODUCTS = {"bmm", "baddbmm", "baddbmm_", "conv2d"}  # how the slim code runs proxies (conv2d: all but pointwise-last)
@@ -179,8 +179,7 @@ def main() -> None:
     speedup = t["original"]["total"] / t["tailored"]["total"]
     lines = ["# Where a tailored network's time goes", "",
              *provenance(allocator),
-             f"Run: {report['backbone']} → {report['dataset']}, k={report['chosen_k']}, "
-             f"{report['tailored_macs'] / report['original_macs'] * 100:.1f} % of the MACs ({factor:.2f}x fewer)", "",
+             run_line(report), "",
              f"Batch {args.batch}; each forward pass run node by node (torch.fx Interpreter), original and tailored "
              f"alternating; per category the median over {args.repeats} passes. Node-by-node: "
              f"{speedup:.2f}x faster, {speedup / factor * 100:.0f} % of the MAC factor.", "", *rows]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import math
 import statistics
 import sys
@@ -122,8 +123,8 @@ def mean_rate(work: list[tuple[float, float]]) -> float:
 def _cold(x: torch.Tensor) -> Callable[[], torch.Tensor]:
     """Copies of ``x`` handed out in turn, enough of them that each comes from memory, not cache."""
     pool = [x.clone() for _ in range(max(2, COLD_BYTES // (x.numel() * x.element_size())))]
-    turn = iter(range(1 << 62))
-    return lambda: pool[next(turn) % len(pool)]
+    turn = itertools.cycle(pool)
+    return lambda: next(turn)
 
 
 def reference_rates(original: nn.Module, input_shape: tuple[int, ...], repeats: int

@@ -1,11 +1,13 @@
 # make install: everything a fresh machine lacks; make test: the test suite.
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
+# e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" for the CPU-only build of torch
+TORCH_PIP_ARGS ?=
 
 .PHONY: install system-deps test bench
 
 install: system-deps
-	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0" $(TORCH_PIP_ARGS)
 	$(PIP) install -e ".[dev]"
 
 # Graphviz's dot (for pictures) and Fashion-MNIST come from Debian; installed only when root.

@@ -142,7 +142,11 @@ def inspect(backbone, model_spec, weights, input_size, leaf_modules, skips, as_j
 @click.option("--quiet", is_flag=True)
 @user_errors
 def pretrain(backbone, data, epochs, batch_size, lr, seed, train_limit, output, device, quiet) -> None:
-    """Train a backbone from scratch: this is how the built-in default's weights were made."""
+    """Train a backbone from scratch.
+
+    The built-in default's weights came from this command, with the options in
+    docs/pretrained-weights.md (5 epochs on 20,000 Fashion-MNIST images).
+    """
     from archsearch.pretrain import pretrain as run_pretrain
 
     result = run_pretrain(backbone, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,

@@ -78,13 +78,13 @@ def main() -> None:
 
 def write_table(args: argparse.Namespace, allocator: str, rows: list, done: bool) -> None:
     """The table of the values finished so far (rewritten after each run)."""
+    fixed = ", ".join(f"{k} {rows[0][1]['config'][k]}" for k in ("gamma1", "skips") if k != args.vary)
     lines = [f"# {args.vary} variants: {args.backbone} (CIFAR-10) → {Path(args.data).name}"
              + ("" if done else " (run not finished)"), "",
              *provenance(allocator),
              f"Training: {args.train_limit} images, teacher {args.teacher_epochs} epochs (one teacher shared by all rows), student "
              f"{args.student_epochs}, retraining {args.retrain_epochs} epochs, auto sweep of at most "
-             f"{args.max_retrains} retrainings; gamma1 {rows[0][1]['config']['gamma1']}, skips "
-             f"{rows[0][1]['config']['skips']} unless varied; other options at their defaults.", "",
+             f"{args.max_retrains} retrainings; {fixed}; other options at their defaults.", "",
              f"| {args.vary} | student gates of the universal blocks | gates < 0.5 | chosen k | blocks kept | MACs kept "
              "| params | task-specific params | feature extraction | teacher | student | tailored | within 0.5 "
              "| sweep (k: accuracy, MACs kept) | wall time |",

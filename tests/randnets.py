@@ -1,6 +1,7 @@
 """Random residual networks for property tests: depth, widths, strides, shortcut kinds, activations."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,7 @@ class BlockSpec:
     post_activation: bool
     bottleneck: bool
     preact: bool = False
+    activation: str = "relu"  # after the join: relu, gelu, or prelu (a post op with a parameter)
 
 
 class RandBlock(nn.Module):
@@ -35,16 +37,22 @@ class RandBlock(nn.Module):
         needs = spec.projection or c_in != c_out or spec.stride != 1
         self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, spec.stride, bias=False), nn.BatchNorm2d(c_out)) if needs else None
         self.pre = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU()) if spec.preact else None
+        self.act = nn.PReLU(c_out, init=0.1) if spec.post_activation and spec.activation == "prelu" else None
+
+    def _post(self, out: torch.Tensor) -> torch.Tensor:
+        if not self.spec.post_activation:
+            return out
+        if self.act is not None:
+            return self.act(out)
+        return F.gelu(out) if self.spec.activation == "gelu" else F.relu(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pre is not None:  # pre-activation: a projection reads the activated input
             x_act = self.pre(x)
             skip = self.shortcut(x_act) if self.shortcut is not None else x
-            out = self.body(x_act) + skip
-            return F.relu(out) if self.spec.post_activation else out
+            return self._post(self.body(x_act) + skip)
         skip = self.shortcut(x) if self.shortcut is not None else x
-        out = self.body(x) + skip
-        return F.relu(out) if self.spec.post_activation else out
+        return self._post(self.body(x) + skip)
 
 
 class RandNet(nn.Module):
@@ -79,7 +87,7 @@ def randomize_batchnorm(model: nn.Module, seed: int) -> None:
 
 block_specs = st.builds(BlockSpec, out_channels=st.sampled_from([2, 4, 6, 8]), stride=st.sampled_from([1, 1, 2]),
                         projection=st.booleans(), post_activation=st.booleans(), bottleneck=st.booleans(),
-                        preact=st.booleans())
+                        preact=st.booleans(), activation=st.sampled_from(["relu", "relu", "gelu", "prelu"]))
 
 
 @st.composite
@@ -89,7 +97,7 @@ def rand_nets(draw: st.DrawFn) -> RandNet:
     for s in specs:
         if s.stride == 2:
             if stride_budget == 0:
-                s = BlockSpec(s.out_channels, 1, s.projection, s.post_activation, s.bottleneck, s.preact)
+                s = dataclasses.replace(s, stride=1)
             else:
                 stride_budget -= 1
         kept.append(s)

@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import networkx as nx
+import torch
 import torch.fx as fx
+
+from archsearch.graph.cost import count_params, nodes_parameters
 
 INPUT = "input"
 OUTPUT = "logits"
@@ -117,8 +120,18 @@ class BlockGraph:
         return sum(d["macs"] for _, d in self.iter_attrs())
 
     def params(self) -> int:
-        """Parameters of the network this graph describes, every edge counted once."""
-        return sum(d["params"] for _, d in self.iter_attrs())
+        """Parameters of the network this graph describes (its edges and the nodes' trailing ops),
+        each tensor once however many edges read it (a module called twice is one module)."""
+        by_name = {n.name: n for n in self.gm.graph.nodes}
+        tensors: list[torch.Tensor] = []
+        for _, attrs in self.iter_attrs():
+            if attrs["kind"] == "proxy":
+                tensors.extend(attrs["module"].parameters())
+            else:
+                tensors.extend(nodes_parameters(self.gm, (by_name[n] for n in attrs["nodes"])))
+        for n in self.block_nodes():
+            tensors.extend(nodes_parameters(self.gm, (by_name[m] for m in self.node(n)["post"])))
+        return count_params(tensors)
 
 
 def _kind_rank(kind: str) -> int:

@@ -37,6 +37,9 @@ def node_macs(gm: fx.GraphModule, node: fx.Node) -> int:
         return 0
     if node.op == "call_module":
         mod = gm.get_submodule(node.target)
+        if isinstance(mod, nn.modules.conv._ConvTransposeNd):  # each input value meets out/groups kernels
+            src = _shape(node.args[0]) if isinstance(node.args[0], fx.Node) else None
+            return _per_sample(src) * (mod.out_channels // mod.groups) * math.prod(mod.kernel_size) if src else 0
         if isinstance(mod, nn.modules.conv._ConvNd):
             return _per_sample(out) * (mod.in_channels // mod.groups) * math.prod(mod.kernel_size)
         if isinstance(mod, nn.Linear):
@@ -63,6 +66,13 @@ def node_parameters(gm: fx.GraphModule, node: fx.Node) -> list[torch.Tensor]:
     return []
 
 
+def nodes_parameters(gm: fx.GraphModule, nodes: Iterable[fx.Node]) -> list[torch.Tensor]:
+    """The parameter tensors fx ``nodes`` read, directly or through a get_attr input."""
+    nodes = list(nodes)
+    return ([p for n in nodes for p in node_parameters(gm, n)]
+            + [p for n in nodes for a in n.all_input_nodes if a.op == "get_attr" for p in node_parameters(gm, a)])
+
+
 def count_params(tensors: Iterable[torch.Tensor]) -> int:
     """Number of elements in distinct tensors (a tensor read twice counts once)."""
     seen: dict[int, int] = {}
@@ -75,9 +85,11 @@ def module_macs(module: nn.Module, in_shape: tuple[int, ...]) -> int:
     """MACs of a small task-specific module (a proxy) for one sample of shape ``in_shape``."""
     total = 0
 
-    def hook(mod: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
+    def hook(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
         nonlocal total
-        if isinstance(mod, nn.modules.conv._ConvNd):
+        if isinstance(mod, nn.modules.conv._ConvTransposeNd):
+            total += _per_sample(tuple(inp[0].shape)) * (mod.out_channels // mod.groups) * math.prod(mod.kernel_size)
+        elif isinstance(mod, nn.modules.conv._ConvNd):
             total += _per_sample(tuple(out.shape)) * (mod.in_channels // mod.groups) * math.prod(mod.kernel_size)
         elif isinstance(mod, nn.Linear):
             total += _per_sample(tuple(out.shape)) * mod.in_features

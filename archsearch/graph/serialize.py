@@ -31,7 +31,7 @@ def architecture_dict(student: BlockGraph, tailored: BlockGraph | None = None, n
     return {
         "name": name, "input_shape": list(student.g.graph["input_shape"]), "nodes": nodes, "edges": edges,
         "totals": {"original_macs": student.total_macs, "original_params": student.total_params,
-                   "macs": sum(e["macs"] for e in live_edges), "params": sum(e["params"] for e in live_edges),
+                   "macs": sum(e["macs"] for e in live_edges), "params": final.params(),
                    "task_specific_params": sum(e["params"] for e in live_edges if e["kind"] in ("proxy", "head"))},
     }
 

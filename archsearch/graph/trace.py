@@ -17,7 +17,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import INPUT, OUTPUT, BlockGraph, node_name
-from archsearch.graph.cost import count_params, node_macs, node_parameters
+from archsearch.graph.cost import count_params, node_macs, nodes_parameters
 
 UNIVERSAL_LOGIT = 2.0
 
@@ -142,11 +142,6 @@ def _is_join(segment: list[fx.Node], start: fx.Node) -> bool:
     return False
 
 
-def _has_params(gm: fx.GraphModule, nodes: list[fx.Node]) -> bool:
-    return any(node_parameters(gm, n) for n in nodes) or any(
-        node_parameters(gm, a) for n in nodes for a in n.all_input_nodes if a.op == "get_attr")
-
-
 class _Block:
     def __init__(self, nodes: list[fx.Node], residual: bool) -> None:
         self.nodes = nodes
@@ -190,8 +185,9 @@ def _group(gm: fx.GraphModule, flow: list[fx.Node], cuts: list[int]) -> tuple[li
 
 
 def _is_post(gm: fx.GraphModule, seg: list[fx.Node], block: _Block) -> bool:
-    """A parameter-free, shape-preserving op right after a join (a trailing activation)."""
-    return not _has_params(gm, seg) and _shape(seg[-1]) == _shape(block.nodes[-1])
+    """A shape-preserving op without MACs right after a join (a trailing activation, PReLU's weight
+    allowed): it belongs to the node, not to an edge, so it must cost nothing an edge would count."""
+    return not any(node_macs(gm, n) for n in seg) and _shape(seg[-1]) == _shape(block.nodes[-1])
 
 
 def _label(nodes: list[fx.Node], fallback: str) -> str:
@@ -208,9 +204,7 @@ def _label(nodes: list[fx.Node], fallback: str) -> str:
 
 
 def _edge_cost(gm: fx.GraphModule, nodes: list[fx.Node]) -> tuple[int, list[torch.Tensor]]:
-    tensors = [p for n in nodes for p in node_parameters(gm, n)]
-    tensors += [p for n in nodes for a in n.all_input_nodes if a.op == "get_attr" for p in node_parameters(gm, a)]
-    return sum(node_macs(gm, n) for n in nodes), tensors
+    return sum(node_macs(gm, n) for n in nodes), nodes_parameters(gm, nodes)
 
 
 def _classifier(gm: fx.GraphModule, head: list[fx.Node]) -> str | None:
@@ -241,8 +235,10 @@ def build_block_graph(gm: fx.GraphModule, input_shape: Sequence[int]) -> BlockGr
     names: set[str] = set()
     for index, block in enumerate(blocks, start=1):
         pre, value = block.nodes[-1], (block.post or block.nodes)[-1]
+        post_tensors = _edge_cost(gm, block.post)[1]
+        all_params.extend(post_tensors)
         g.add_node(node_name(index), index=index, shape=_shape(value), fx=value.name, pre=pre.name,
-                   post=[n.name for n in block.post])
+                   post=[n.name for n in block.post], params=count_params(post_tensors))
         name = _label(block.nodes, f"block{index}")
         name = name if name not in names else f"{name}#{index}"
         names.add(name)

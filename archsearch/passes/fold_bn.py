@@ -7,6 +7,8 @@ the shared pre-trained modules they are made from are not touched.
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import torch.fx as fx
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -19,10 +21,13 @@ def _frozen(module: nn.Module) -> bool:
 def fold_frozen_batchnorms(gm: fx.GraphModule) -> int:
     """In place: replace each frozen, eval-mode Conv2d → BatchNorm2d pair by one folded Conv2d.
 
-    Only pairs whose convolution feeds nothing but the batch-norm are folded; trainable or
-    train-mode modules (proxies, a teacher being fine-tuned) are left alone. Returns the count.
+    Only pairs whose convolution feeds nothing but the batch-norm, and whose two modules are each
+    called once in the graph, are folded (a module called twice, as in weight-shared models, would
+    be replaced at every call); trainable or train-mode modules (proxies, a teacher being
+    fine-tuned) are left alone. Returns the count.
     """
     modules = dict(gm.named_modules())
+    calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
     folded = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or type(modules.get(node.target)) is not nn.BatchNorm2d or len(node.args) != 1:
@@ -32,6 +37,8 @@ def fold_frozen_batchnorms(gm: fx.GraphModule) -> int:
                 and type(modules.get(prev.target)) is nn.Conv2d):
             continue
         conv, bn = modules[prev.target], modules[node.target]
+        if calls[prev.target] != 1 or calls[node.target] != 1:
+            continue
         if not (_frozen(conv) and _frozen(bn) and bn.track_running_stats):
             continue
         fused = fuse_conv_bn_eval(conv, bn).requires_grad_(False)

@@ -39,6 +39,10 @@ def insert_proxies(bg: BlockGraph, skips: int | str = 3) -> BlockGraph:
             if src not in bg.g:
                 continue
             in_shape = bg.node(src)["shape"]
+            if len(in_shape or ()) != 3 or len(attrs["out_shape"] or ()) != 3:
+                raise UserError(f"block {attrs['name']!r} joins tensors of shape {attrs['out_shape']}; proxies "
+                                "need (channels, height, width) feature maps, so archsearch tailors 2-d "
+                                "convolutional networks only")
             module = make_proxy(in_shape, attrs["out_shape"], attrs["macs"])
             out.g.add_edge(src, dst, key="proxy", kind="proxy", name=f"proxy {src}→{dst}", nodes=[],
                            in_node=bg.node(src)["fx"], out_node=None, in_shape=in_shape,

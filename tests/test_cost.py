@@ -1,0 +1,48 @@
+"""MAC counting of single layers, and networks archsearch cannot give proxies."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from archsearch.errors import UserError
+from archsearch.graph.cost import module_macs, node_macs
+from archsearch.graph.trace import propagate_shapes, symbolic_trace
+from archsearch.graph.trace import trace
+from archsearch.passes.insert_proxies import insert_proxies
+
+
+def _macs_by_node(model: nn.Module, shape: tuple[int, ...]) -> dict[str, int]:
+    gm = symbolic_trace(model, ())
+    propagate_shapes(gm, shape)
+    return {n.name: node_macs(gm, n) for n in gm.graph.nodes}
+
+
+def test_transposed_convolution_counts_each_input_value_once_per_kernel():
+    up = nn.ConvTranspose2d(8, 4, kernel_size=2, stride=2)
+    expected = 8 * 5 * 5 * 4 * 2 * 2  # input values x output channels x kernel taps
+    assert _macs_by_node(nn.Sequential(up), (8, 5, 5))["_0"] == expected
+    assert module_macs(up, (8, 5, 5)) == expected
+
+
+def test_convolution_counts_each_output_value_once_per_kernel():
+    conv = nn.Conv2d(8, 4, kernel_size=3, stride=2, padding=1, groups=2)
+    expected = 4 * 3 * 3 * (8 // 2) * 3 * 3
+    assert _macs_by_node(nn.Sequential(conv), (8, 5, 5))["_0"] == expected
+    assert module_macs(conv, (8, 5, 5)) == expected
+
+
+class Residual1d(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.fc = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.a(x))
+        return self.fc(torch.relu(self.b(x) + x))
+
+
+def test_a_network_without_feature_maps_gets_a_clear_error():
+    bg = trace(Residual1d(), (16,))
+    with pytest.raises(UserError, match="2-d convolutional networks"):
+        insert_proxies(bg, 3)

@@ -46,3 +46,24 @@ def test_a_network_without_feature_maps_gets_a_clear_error():
     bg = trace(Residual1d(), (16,))
     with pytest.raises(UserError, match="2-d convolutional networks"):
         insert_proxies(bg, 3)
+
+
+class SharedBlock(nn.Module):
+    """One residual block's convolution called at two depths (weight sharing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = torch.relu(self.conv(x) + x)
+        x = torch.relu(self.conv(x) + x)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_module_read_by_two_blocks_counts_once():
+    model = SharedBlock()
+    bg = trace(model, (3, 8, 8))
+    assert len(bg.universal()) == 2
+    assert bg.params() == bg.total_params == sum(p.numel() for p in model.parameters())

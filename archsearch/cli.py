@@ -76,14 +76,14 @@ def main(debug: bool) -> None:
 @click.option("--teacher-epochs", type=int, help="Epochs of teacher fine-tuning  [default: 3]")
 @click.option("--student-epochs", type=int, help="Epochs of student training  [default: 10; built-in run 6]")
 @click.option("--retrain-epochs", type=int, help="Epochs of each retraining after pruning  [default: 12; built-in run 2]")
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--batch-size", default=64, show_default=True, help="Images per training step (the total, under torchrun).")
 @click.option("--lr", default=0.01, show_default=True, help="Learning rate of the teacher's fine-tuning.")
 @click.option("--student-lr", default=0.05, show_default=True, help="Learning rate of proxies and classifier (student and retraining).")
 @click.option("--gate-lr", default=0.05, show_default=True,
               help="Learning rate of the gate logits (larger values saturate the softmax before proxies learn).")
 @click.option("--test-fraction", default=0.2, show_default=True, help="Test share for data without a test split.")
 @click.option("--train-limit", type=int, help="Use at most this many training images (quick runs).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the data split, subsets, shuffling and new layers.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--amp", is_flag=True, help="Mixed precision (bfloat16 autocast) for training.")
 @click.option("--fp32-targets", is_flag=True,
@@ -130,16 +130,18 @@ def inspect(backbone, model_spec, weights, input_size, leaf_modules, skips, as_j
 
 
 @main.command()
-@click.option("--backbone", default="resnet20", show_default=True)
-@click.option("--data", default="fashion-mnist", show_default=True)
-@click.option("--epochs", default=6, show_default=True)
-@click.option("--batch-size", default=128, show_default=True)
-@click.option("--lr", default=0.1, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--train-limit", type=int)
-@click.option("-o", "--output", default=None, help="Where to save the weights (default: the package's built-in file).")
+@click.option("--backbone", default="resnet20", show_default=True, help="A built-in backbone to train from scratch.")
+@click.option("--data", default="fashion-mnist", show_default=True,
+              help="fashion-mnist | mnist-5k | digits | an ImageFolder, IDX folder or .npz path.")
+@click.option("--epochs", default=6, show_default=True, help="Training epochs (SGD, cosine learning rate).")
+@click.option("--batch-size", default=128, show_default=True, help="Images per step.")
+@click.option("--lr", default=0.1, show_default=True, help="Initial learning rate.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the data subset, shuffling and initial weights.")
+@click.option("--train-limit", type=int, help="Train on at most this many images (a seeded subset).")
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help="Where to save the weights  [default: ./BACKBONE-DATA.pt]")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
-@click.option("--quiet", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def pretrain(backbone, data, epochs, batch_size, lr, seed, train_limit, output, device, quiet) -> None:
     """Train a backbone from scratch.
@@ -157,11 +159,14 @@ def pretrain(backbone, data, epochs, batch_size, lr, seed, train_limit, output, 
 @main.command()
 @click.option("--universal", required=True, metavar="FILE", help="universal.pt written by a tailoring run.")
 @click.option("--task", "packs", multiple=True, required=True, metavar="PACK", help="A task.pack (repeatable).")
-@click.option("--top", default=3, show_default=True, help="How many classes to print.")
+@click.option("--top", default=3, show_default=True, type=click.IntRange(min=1), help="How many classes to print.")
 @click.argument("images", nargs=-1, required=True)
 @user_errors
 def predict(universal, packs, top, images) -> None:
-    """Classify images with several tailored tasks that share one set of universal blocks."""
+    """Classify images with several tailored tasks that share one set of universal blocks.
+
+    IMAGES are image files or folders of them (searched recursively).
+    """
     from archsearch.packs import image_files, predict as run_predict
     from archsearch.runtime import load_tasks
 
@@ -175,7 +180,10 @@ def predict(universal, packs, top, images) -> None:
 @click.argument("packs", nargs=-1, required=True, type=click.Path())
 @user_errors
 def packs(universal, packs) -> None:
-    """Table of task packs: new parameters, bytes, MACs, accuracy, and memory against fine-tuned copies."""
+    """Table of task packs: new parameters, bytes, MACs, accuracy, and memory against fine-tuned copies.
+
+    UNIVERSAL is the universal.pt the tasks share; PACKS are their task.pack files (from run directories).
+    """
     from pathlib import Path
 
     from archsearch.packs import pack_table
@@ -209,7 +217,7 @@ def latency(run_dir, batches, threads, rounds, repeats, device, as_json) -> None
     click.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 
-@main.command("render")
+@main.command("render", short_help="Draw tailored architectures as in Fig. 4 of the paper.")
 @click.argument("targets", nargs=-1, metavar="[TARGET]...")
 @click.option("-o", "--out", default="architecture.svg", show_default=True, metavar="FILE",
               help="Picture file: .svg, .png, .pdf, or .dot (needs no Graphviz).")

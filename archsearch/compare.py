@@ -29,8 +29,20 @@ def load_run(run: Path) -> tuple[dict, fx.GraphModule]:
     if not report_path.is_file() or not tailored_path.is_file():
         raise UserError(f"'{run}' holds no finished run (report.json and tailored.pt); "
                         "give the --out directory of a finished 'archsearch tailor'")
-    tailored = torch.load(tailored_path, weights_only=False, map_location="cpu")  # a GPU run's, on any machine
-    return json.loads(report_path.read_text()), tailored.eval()
+    redo = "run 'archsearch tailor' again with --resume to rewrite it"
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"'{report_path}' cannot be read ({exc}); {redo}") from exc
+    if not isinstance(report, dict) or not {"config", "input_shape", "num_classes"} <= report.keys():
+        raise UserError(f"'{report_path}' is not an archsearch report; give the --out directory of a finished run")
+    try:
+        tailored = torch.load(tailored_path, weights_only=False, map_location="cpu")  # a GPU run's, on any machine
+    except Exception as exc:  # torch.load raises many kinds for a damaged or foreign file
+        raise UserError(f"'{tailored_path}' cannot be loaded ({type(exc).__name__}); {redo}") from exc
+    if not isinstance(tailored, torch.nn.Module):
+        raise UserError(f"'{tailored_path}' holds a {type(tailored).__name__}, not a network; {redo}")
+    return report, tailored.eval()
 
 
 def original_network(report: dict) -> fx.GraphModule:
@@ -53,7 +65,8 @@ def parse_counts(text: str, what: str, allow_zero: bool = False) -> list[int]:
         values = []
     if not values or min(values) < (0 if allow_zero else 1):
         least = "0 or more" if allow_zero else "positive"
-        raise UserError(f"{what} must be comma-separated {least} whole numbers (e.g. 1,32), not '{text}'")
+        example = "0,1" if allow_zero else "1,32"
+        raise UserError(f"{what} must be comma-separated {least} whole numbers (e.g. {example}), not '{text}'")
     return values
 
 

@@ -49,7 +49,7 @@ def load_factory(spec: str) -> nn.Module:
     file, factory = spec.rsplit(":", 1)
     path = Path(file)
     if not path.is_file():
-        raise UserError(f"--model file '{file}' does not exist")
+        raise UserError(f"--model file '{file}' " + ("is a folder, not a Python file" if path.is_dir() else "does not exist"))
     module_name = f"archsearch_user_{path.stem}"
     try:
         loader_spec = importlib.util.spec_from_file_location(module_name, path)
@@ -85,8 +85,9 @@ def resolve_model(backbone: str | None, model_spec: str | None, weights: str | N
     name = backbone or DEFAULT_BACKBONE
     if weights is None and name == DEFAULT_BACKBONE and require_weights:
         if not DEFAULT_WEIGHTS.is_file():
-            raise UserError(f"the built-in weights {DEFAULT_WEIGHTS} are missing; run "
-                            "'archsearch pretrain' or pass --weights FILE")
+            raise UserError(f"the built-in weights {DEFAULT_WEIGHTS} are missing; reinstall archsearch, "
+                            f"remake them with 'archsearch pretrain -o {DEFAULT_WEIGHTS}' "
+                            "(docs/pretrained-weights.md), or pass --weights FILE")
         weights = str(DEFAULT_WEIGHTS)
     if weights is None and require_weights:
         raise UserError(f"--backbone {name} needs --weights FILE (a pre-trained state dict); archsearch "

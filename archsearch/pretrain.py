@@ -11,14 +11,27 @@ from torch.utils.data import DataLoader
 
 import backbones
 from archsearch.data import load_task_data
-from archsearch.io.atomic import atomic_torch_save
-from archsearch.models import DEFAULT_WEIGHTS
+from archsearch.errors import UserError
+from archsearch.io.atomic import atomic_torch_save, check_writable
 from archsearch.train.loop import Stage, evaluate, run_stage
 
 
 def pretrain(backbone: str, data: str, *, epochs: int, batch_size: int, lr: float, seed: int,
              train_limit: int | None, output: str | None, device: str, progress: bool) -> dict:
-    """Train ``backbone`` on ``data`` and save its state dict; returns accuracy and timing."""
+    """Train ``backbone`` on ``data`` and save its state dict to ``output`` (default
+    ``./<backbone>-<data>.pt``; never the package's built-in file unless named); returns accuracy and
+    timing. Options and the output path are checked before any training."""
+    if epochs < 1:
+        raise UserError(f"--epochs must be at least 1, not {epochs}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, not {batch_size}")
+    if not lr > 0:
+        raise UserError(f"--lr must be a positive learning rate, not {lr}")
+    if train_limit is not None and train_limit < 1:
+        raise UserError(f"--train-limit must be at least 1, not {train_limit}")
+    if backbone not in backbones.BACKBONES:
+        raise UserError(f"unknown backbone '{backbone}'; one of: {', '.join(sorted(backbones.BACKBONES))}")
+    out = check_writable(output if output else f"{backbone}-{Path(data).stem or 'data'}.pt")
     torch.manual_seed(seed)
     shape = backbones.default_input_size(backbone)
     mean, std = backbones.default_normalization(backbone)
@@ -38,8 +51,6 @@ def pretrain(backbone: str, data: str, *, epochs: int, batch_size: int, lr: floa
         run_stage(stage, train, device, resume=False, progress=progress, seed=seed)
     model.eval()
     accuracy = evaluate(model, test, device)
-    out = Path(output) if output else DEFAULT_WEIGHTS
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out)
     return {"backbone": backbone, "data": task.name, "epochs": epochs, "test_accuracy": accuracy,
             "train_images": len(task.train), "seconds": time.perf_counter() - start, "output": str(out)}

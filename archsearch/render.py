@@ -151,7 +151,7 @@ def _rows(arch: _Arch, row_blocks: int | None) -> list[tuple[int, int]]:
     if L <= 0:
         return [(1, max(L, 0))]
     if row_blocks is not None and row_blocks < 0:
-        raise UserError(f"blocks per row must be 0 (no wrapping) or more, not {row_blocks}")
+        raise UserError(f"--row-blocks (universal blocks per row) must be 0 (no wrapping) or more, not {row_blocks}")
     if row_blocks == 0 or (row_blocks is None and L <= MAX_ROW_BLOCKS):
         return [(1, L)]
     if row_blocks is not None:

@@ -34,7 +34,7 @@ class Task:
 def _load(path: str | Path, formats: tuple[str, ...], what: str) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"{what} '{p}' does not exist")
+        raise UserError(f"{what} '{p}' " + ("is a folder, not a file" if p.is_dir() else "does not exist"))
     try:
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)  # data only: the common, fast case

@@ -131,6 +131,15 @@ class TailorConfig:
             raise UserError("epoch counts must be 0 or more")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, not {self.batch_size}")
+        for option, value in (("--lr", self.lr), ("--student-lr", self.student_lr), ("--gate-lr", self.gate_lr)):
+            if not value > 0:
+                raise UserError(f"{option} must be a positive learning rate, not {value}")
+        if self.gamma2 < 0:
+            raise UserError(f"--gamma2 must be 0 or more (0 turns the teacher term off), not {self.gamma2}")
+        if self.max_retrains < 1:
+            raise UserError(f"--max-retrains must be at least 1, not {self.max_retrains}")
+        if not 0 < self.test_fraction < 1:
+            raise UserError(f"--test-fraction must be between 0 and 1, not {self.test_fraction}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
         if self.sweep != "auto":
@@ -157,17 +166,20 @@ class RunDir:
     def __init__(self, cfg: TailorConfig) -> None:
         root = Path(cfg.out) if cfg.out else _default_out(cfg.resume)
         self.path = root
+        config = root / "config.json"
+        if cfg.resume and not config.is_file():
+            raise UserError(f"--resume: '{root}' holds no run to resume (no config.json); check --out, or drop "
+                            "--resume to start a new run")
         try:
             (root / "checkpoints").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create the output directory '{root}': {exc.strerror}; choose another --out") from exc
-        config = root / "config.json"
         if config.exists() and cfg.resume:
-            saved = json.loads(config.read_text())
+            saved = _saved_config(config)
             defaults = TailorConfig().comparable()  # options newer than the run compare as their defaults
             diff = [k for k, v in cfg.comparable().items() if json.loads(json.dumps(v)) != saved.get(k, defaults.get(k))]
             if diff:
-                raise UserError(f"--resume: '{root}' was made with other options ({', '.join(diff[:4])} differ); "
+                raise UserError(f"--resume: '{root}' was made with other options ({', '.join(diff[:4])} {'differ' if len(diff) > 1 else 'differs'}); "
                                 "resume with the same options or choose a new --out")
         elif config.exists() and any((root / "checkpoints").iterdir()):
             raise UserError(f"'{root}' already holds a run; pass --resume to continue it or choose a new --out")
@@ -185,6 +197,17 @@ class RunDir:
 
     def ckpt(self, name: str) -> Path:
         return self.path / "checkpoints" / f"{name}.pt"
+
+
+def _saved_config(path: Path) -> dict:
+    """A run directory's config.json, or a UserError saying it cannot be resumed."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"--resume: '{path}' cannot be read ({exc}); start a new run with another --out") from exc
+    if not isinstance(saved, dict):
+        raise UserError(f"--resume: '{path}' is not a run's configuration; start a new run with another --out")
+    return saved
 
 
 def _default_out(resume: bool) -> Path:

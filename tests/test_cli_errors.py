@@ -208,6 +208,11 @@ def test_idx_counts_disagree(tmp_path):
     (["--gamma1", "-3"], "--gamma1"),
     (["--train-limit", "0"], "--train-limit"),
     (["--sweep", "1,x"], "--sweep"),
+    (["--lr", "-1"], "--lr"),
+    (["--student-lr", "0"], "--student-lr"),
+    (["--gamma2", "-5"], "--gamma2"),
+    (["--max-retrains", "-3"], "--max-retrains"),
+    (["--leaf", "NoSuchModule"], "NoSuchModule"),
 ])
 def test_impossible_options(tmp_path, args, fragment):
     assert_one_line_error(run(tailor_args(tmp_path, *args)), fragment)
@@ -245,3 +250,67 @@ def test_latency_of_a_folder_without_a_finished_run(tmp_path):
 @pytest.mark.parametrize("option, value", [("--batches", "1,x"), ("--batches", "0"), ("--threads", "-1")])
 def test_latency_with_bad_counts(tmp_path, option, value):
     assert_one_line_error(run(["latency", str(tmp_path), option, value]), option, value)
+
+
+def test_resume_of_a_folder_without_a_run(tmp_path):
+    assert_one_line_error(run(tailor_args(tmp_path, "--resume")), "--resume", "no run to resume")
+    assert_no_output(tmp_path)
+
+
+@pytest.mark.parametrize("content", ['{"data": "fash', "[1, 2]"])
+def test_resume_with_a_damaged_configuration(tmp_path, content):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.json").write_text(content)
+    assert_one_line_error(run(tailor_args(tmp_path, "--resume")), "--resume", "config.json")
+    assert (run_dir / "config.json").read_text() == content
+
+
+@pytest.mark.parametrize("report, tailored", [
+    ('{"config": {', None),                 # truncated report
+    ('{"a": 1}', None),                     # not a report
+    (None, b""),                            # empty network file
+    (None, b"not a pickle at all"),         # text as network
+])
+def test_latency_of_a_damaged_run(tmp_path, report, tailored):
+    import torch
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "report.json").write_text(report or '{"config": {}, "input_shape": [3, 8, 8], "num_classes": 2}')
+    if tailored is None:
+        torch.save(torch.nn.Linear(2, 2), run_dir / "tailored.pt")
+    else:
+        (run_dir / "tailored.pt").write_bytes(tailored)
+    assert_one_line_error(run(["latency", str(run_dir)]), str(run_dir))
+
+
+def test_latency_of_a_run_whose_network_is_a_state_dict(tmp_path):
+    import torch
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "report.json").write_text('{"config": {}, "input_shape": [3, 8, 8], "num_classes": 2}')
+    torch.save(torch.nn.Linear(2, 2).state_dict(), run_dir / "tailored.pt")
+    assert_one_line_error(run(["latency", str(run_dir)]), "not a network")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--epochs", "0"], "--epochs"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--lr", "-1"], "--lr"),
+    (["--backbone", "nonesuch"], "nonesuch"),
+])
+def test_pretrain_rejects_options_before_training(tmp_path, args, fragment):
+    assert_one_line_error(run(["pretrain", "--quiet", "-o", str(tmp_path / "w.pt"), *args]), fragment)
+    assert not (tmp_path / "w.pt").exists()
+
+
+def test_pretrain_checks_its_output_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(run(["pretrain", "--quiet", "-o", str(blocker / "w.pt")]), "is a file, not a folder")
+    assert_one_line_error(run(["pretrain", "--quiet", "-o", str(tmp_path)]), "is a folder")
+
+
+def test_predict_top_must_be_positive(tmp_path):
+    r = run(["predict", "--universal", "u.pt", "--task", "t.pack", "--top", "0", "img.png"])
+    assert r.exit_code == 2 and "--top" in r.stderr

@@ -47,7 +47,13 @@ class _Tracer(fx.Tracer):
 
 
 def symbolic_trace(model: nn.Module, leaf_modules: Sequence[str | type] = ()) -> fx.GraphModule:
-    """fx-trace ``model``; an untraceable module becomes a UserError that names it."""
+    """fx-trace ``model``; an untraceable module, or a leaf name that matches no module, becomes a
+    UserError that names it."""
+    known = {name for name, _ in model.named_modules()} | {type(m).__name__ for m in model.modules()}
+    unknown = [leaf for leaf in leaf_modules if isinstance(leaf, str) and leaf not in known]
+    if unknown:
+        raise UserError(f"leaf module '{unknown[0]}' matches no module path or class of {type(model).__name__}; "
+                        "check the name with 'archsearch inspect' (paths) or the model's code (classes)")
     tracer = _Tracer(leaf_modules)
     try:
         graph = tracer.trace(model)

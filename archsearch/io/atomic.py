@@ -41,6 +41,22 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, or a UserError now, before long work, if no file can be written there:
+    it is a folder, a file stands where a folder should, or the folder is not writable."""
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"cannot write '{target}': it is a folder; give a file name")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"cannot write '{target}': '{folder}' is a file, not a folder; choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write '{target}': the folder '{folder}' is not writable; choose another path")
+    return target
+
+
 @contextmanager
 def _atomic_file(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     """Yield a binary file object; on a clean exit it replaces ``path``, else it is deleted."""
@@ -58,6 +74,7 @@ def _atomic_file(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
         tmp = None
         _fsync_dir(target.parent)
     except OSError as exc:
+        check_writable(target)  # names the cause where it is the path itself
         raise UserError(f"cannot write {target}: {exc.strerror or exc}; check the folder exists "
                         f"and is writable, and that the disk has space") from exc
     finally:

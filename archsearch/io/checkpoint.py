@@ -36,8 +36,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, weights_only: bool = True) 
             zipfile.BadZipFile, AttributeError, ImportError, KeyError) as exc:
         text = str(exc).strip()
         if "Weights only load failed" in text:
-            raise UserError(f"{p} holds objects other than tensors, numbers, strings and "
-                            f"containers; save plain state dicts in checkpoints") from exc
+            raise UserError(f"{p} holds objects other than tensors, numbers, strings and containers, so it "
+                            f"is no archsearch checkpoint; delete it and run again") from exc
         reason = text.split(". ")[0].splitlines()[0][:120] if text else ""
         reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
         raise UserError(f"{p} is not a readable checkpoint ({reason}); it may be truncated or "

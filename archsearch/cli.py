@@ -31,6 +31,38 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+class _OneLineUsageError(click.UsageError):
+    """Click's usage errors (a bad option value, an unknown command) as one line, like every other error."""
+
+    def show(self, file=None) -> None:
+        hint = f"; see '{self.ctx.command_path} --help'" if self.ctx is not None else ""
+        click.echo(f"archsearch: error: {self.format_message().rstrip('.')}{hint}", err=True)
+
+
+def _one_line(call: Callable, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except click.UsageError as exc:
+        if isinstance(exc, _OneLineUsageError):
+            raise
+        raise _OneLineUsageError(exc.format_message(), exc.ctx) from exc
+
+
+class _Command(click.Command):
+    def make_context(self, *args, **kwargs) -> click.Context:
+        return _one_line(super().make_context, *args, **kwargs)
+
+
+class _Group(click.Group):
+    command_class = _Command
+
+    def make_context(self, *args, **kwargs) -> click.Context:
+        return _one_line(super().make_context, *args, **kwargs)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        return _one_line(super().resolve_command, ctx, args)
+
+
 def model_options(fn: Callable) -> Callable:
     """--backbone / --model / --weights / --input-size / --leaf, shared by every command."""
     fn = click.option("--leaf", "leaf_modules", multiple=True, metavar="NAME",
@@ -43,7 +75,7 @@ def model_options(fn: Callable) -> Callable:
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
 @click.version_option(package_name="archsearch")
 def main(debug: bool) -> None:

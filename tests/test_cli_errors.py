@@ -314,3 +314,13 @@ def test_pretrain_checks_its_output_before_training(tmp_path):
 def test_predict_top_must_be_positive(tmp_path):
     r = run(["predict", "--universal", "u.pt", "--task", "t.pack", "--top", "0", "img.png"])
     assert r.exit_code == 2 and "--top" in r.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["latency", "run", "--rounds", "0"], "--rounds"),
+    (["nosuchcommand"], "nosuchcommand"),
+    (["tailor", "--bogus"], "--bogus"),
+    (["predict"], "IMAGES"),
+])
+def test_usage_errors_are_one_line_too(args, fragment):
+    assert_one_line_error(run(args), fragment, "--help")

@@ -101,6 +101,9 @@ def main(debug: bool) -> None:
                    "shrinks with depth; docs/results.md]")
 @click.option("--gamma2", default=10.0, show_default=True, help="Weight of the teacher term Omega.")
 @click.option("--theta", default=0.05, show_default=True, help="Proxies with a gate under this are pruned.")
+@click.option("--theta-sweep", default="0.15,0.25", show_default=True,
+              help="Then, at the chosen k, retrain with these larger thresholds in turn while the network stays "
+                   "within tolerance, and keep the leanest ('none': off). Proxies cost more time per MAC than blocks.")
 @click.option("--tolerance", default=0.5, show_default=True, help="Accuracy points the tailored net may lose.")
 @click.option("--sweep", default="auto", show_default=True,
               help="Blocks to remove: 'auto' (bisection) or a list like 0,2,4.")

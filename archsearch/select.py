@@ -20,9 +20,14 @@ class Trial:
     macs: int
     params: int
     blocks_kept: int
+    theta: float | None = None  # the proxy threshold it was pruned with (None: the unpruned student)
+
+    @property
+    def label(self) -> str:
+        return f"k={self.k}" + (f", theta {self.theta:g}" if self.theta is not None else "")
 
     def as_dict(self) -> dict:
-        return dict(k=self.k, accuracy=self.accuracy, macs=self.macs, params=self.params,
+        return dict(k=self.k, theta=self.theta, accuracy=self.accuracy, macs=self.macs, params=self.params,
                     blocks_kept=self.blocks_kept)
 
 
@@ -57,9 +62,9 @@ def choose(trials: list[Trial], student: Trial, teacher_accuracy: float, toleran
     ok = [t for t in trials if t.accuracy >= floor]
     if ok:
         best = min(ok, key=lambda t: (t.macs, -t.accuracy))
-        return best, f"leanest pruned network within {tolerance} points of the teacher (k={best.k})", True
+        return best, f"leanest pruned network within {tolerance} points of the teacher ({best.label})", True
     if student.accuracy >= floor:
         return student, "no pruned network was within tolerance; kept the unpruned student, which is within it", True
     best = max(trials + [student], key=lambda t: t.accuracy)
     return best, (f"no network reached {floor:.2f} % (teacher {teacher_accuracy:.2f} % − {tolerance}); "
-                  f"kept the most accurate one tried (k={best.k})"), False
+                  f"kept the most accurate one tried ({best.label})"), False

@@ -82,6 +82,7 @@ class TailorConfig:
     gamma1: float | None = None  # None: default_gamma1, from the traced network's universal blocks
     gamma2: float = 10.0
     theta: float = 0.05
+    theta_sweep: str = "0.15,0.25"  # larger thresholds tried at the chosen k while within tolerance; "none"
     tolerance: float = 0.5
     sweep: str = "auto"
     max_retrains: int = 5
@@ -125,6 +126,7 @@ class TailorConfig:
             raise UserError(f"--tolerance must be 0 or more accuracy points, not {self.tolerance}")
         if not 0 <= self.theta < 1:
             raise UserError(f"--theta must be in [0, 1), not {self.theta}")
+        parse_theta_sweep(self.theta_sweep, self.theta)
         if self.train_limit is not None and self.train_limit < 1:
             raise UserError(f"--train-limit must be at least 1, not {self.train_limit}")
         if min(self.teacher_epochs, self.student_epochs, self.retrain_epochs) < 0:
@@ -147,6 +149,20 @@ class TailorConfig:
 
     def comparable(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE_FIELDS}
+
+
+def parse_theta_sweep(text: str, theta: float) -> list[float]:
+    """``"0.15,0.25"`` → [0.15, 0.25] (each above ``theta``, below 1, rising); ``"none"`` → []."""
+    if text.strip().lower() == "none":
+        return []
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or values != sorted(set(values)) or values[0] <= theta or values[-1] >= 1:
+        raise UserError(f"--theta-sweep must be 'none' or rising thresholds between --theta ({theta:g}) and 1, "
+                        f"like 0.15,0.25; not '{text}'")
+    return values
 
 
 def parse_sweep(text: str) -> list[int]:
@@ -257,7 +273,7 @@ class _Pipeline:
         self.device = distributed.device_for(d, cfg.device)
         self.train_loader, self.test_loader = _loaders(cfg, data, d)
         self.timings: dict[str, float] = {}
-        self.trials: dict[int, tuple[Trial, BlockGraph, dict]] = {}
+        self.trials: dict[tuple[int, float], tuple[Trial, BlockGraph, dict]] = {}
         self.place(bg.gm)
 
     def place(self, module: nn.Module) -> nn.Module:
@@ -302,9 +318,9 @@ class _Pipeline:
 
     def _student_stage(self, name: str, module: fx.GraphModule, bg: BlockGraph, epochs: int, gamma1: float):
         cfg = self.cfg
+        checkpoint = self.run.ckpt(name.replace(" k=", "-k").replace(" theta=", "-theta"))  # retrain-k3-theta0.15
         return student_stage(name, module, bg, self.teacher, epochs=epochs, lr=cfg.student_lr, gate_lr=cfg.gate_lr,
-                             gamma1=gamma1, gamma2=cfg.gamma2, checkpoint=self.run.ckpt(name.replace(" k=", "-k")),
-                             fp32_targets=cfg.fp32_targets)
+                             gamma1=gamma1, gamma2=cfg.gamma2, checkpoint=checkpoint, fp32_targets=cfg.fp32_targets)
 
     def _task_state(self, module: fx.GraphModule) -> dict:
         return {k: v.clone() for k, v in module.state_dict().items() if k.startswith(task_prefixes(self.bg))}
@@ -324,18 +340,41 @@ class _Pipeline:
         self.timings["student"] = time.perf_counter() - clock
         return self.student_trial
 
-    def retrain(self, k: int) -> bool:
-        """Prune the k lowest-gated blocks (and weak proxies), retrain with gamma1 = 0; within tolerance?"""
+    def retrain(self, k: int, theta: float | None = None) -> bool:
+        """Prune the k lowest-gated blocks and the proxies gated under theta (default ``--theta``),
+        retrain with gamma1 = 0; within tolerance?"""
+        theta = self.cfg.theta if theta is None else theta
         self.student.load_state_dict(self.trained_state, strict=False)
-        pruned = prune(self.trained_bg, k, self.cfg.theta)
+        pruned = prune(self.trained_bg, k, theta)
         module = self.place(build_module(pruned, "student", "all"))
-        self._fit(self._student_stage(f"retrain k={k}", module, pruned, self.cfg.retrain_epochs, 0.0))
-        trial = Trial(k, self.accuracy(_logits(module)), pruned.macs(), pruned.params(), len(pruned.universal()))
+        name = f"retrain k={k}" + (f" theta={theta:g}" if theta != self.cfg.theta else "")
+        self._fit(self._student_stage(name, module, pruned, self.cfg.retrain_epochs, 0.0))
+        trial = Trial(k, self.accuracy(_logits(module)), pruned.macs(), pruned.params(), len(pruned.universal()),
+                      theta)
         state = self._task_state(module)
-        self.trials[k] = (trial, read_gates(pruned, state), state)
-        self.log(f"  k={k}: {trial.accuracy:.2f} % with {trial.blocks_kept}/{len(self.bg.universal())} blocks, "
-                 f"{trial.macs / 1e6:.2f} M MACs")
+        self.trials[(k, theta)] = (trial, read_gates(pruned, state), state)
+        self.log(f"  {trial.label}: {trial.accuracy:.2f} % with {trial.blocks_kept}/{len(self.bg.universal())} "
+                 f"blocks, {len(pruned.proxies())} proxies, {trial.macs / 1e6:.2f} M MACs")
         return trial.accuracy >= self.teacher_accuracy - self.cfg.tolerance
+
+    def refine_theta(self) -> None:
+        """At the chosen k, prune weak proxies harder (``--theta-sweep``) while the retrained network
+        stays within tolerance: proxies cost more time per MAC than blocks, so the leanest network
+        may keep fewer of them than the paper's threshold leaves."""
+        trial, _, within = choose([t for t, _, _ in self.trials.values()], self.student_trial,
+                                  self.teacher_accuracy, self.cfg.tolerance)
+        if not within or trial.k < 0:
+            return
+        clock = time.perf_counter()
+        live = set(prune(self.trained_bg, trial.k, trial.theta).proxies())
+        for theta in parse_theta_sweep(self.cfg.theta_sweep, self.cfg.theta):
+            proxies = set(prune(self.trained_bg, trial.k, theta).proxies())
+            if proxies == live:  # no proxy between the thresholds: the same network
+                continue
+            live = proxies
+            if not self.retrain(trial.k, theta):
+                break
+        self.timings["theta_sweep"] = time.perf_counter() - clock
 
     def sweep(self) -> None:
         """Retrain for the ks of ``--sweep``: a bisection from the student's own verdict, or a list."""
@@ -357,7 +396,7 @@ class _Pipeline:
         if trial.k == -1:
             final_bg, state = prune(self.trained_bg, 0, theta=0.0), self.trained_state
         else:
-            _, final_bg, state = self.trials[trial.k]
+            _, final_bg, state = self.trials[(trial.k, trial.theta)]
         self.student.load_state_dict({k: v for k, v in state.items() if not k.startswith("gates.")}, strict=False)
         return trial, reason, within, final_bg
 
@@ -438,6 +477,7 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     log(f"student: {student.accuracy:.2f} %; universal gates "
         + " ".join(f"{gate[e]:.2f}" for e in p.trained_bg.universal()))
     p.sweep()
+    p.refine_theta()
     chosen, reason, within, final_bg = p.choose()
     gates_everywhere = distributed.all_gather(d, [a["logit"] for _, a in p.trained_bg.iter_attrs(("universal", "proxy"))])
 
@@ -472,14 +512,14 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
         "classes": list(data.classes), "input_shape": list(source.input_shape),
         "feature_extraction_accuracy": feature_accuracy,
         "teacher_accuracy": p.teacher_accuracy, "student_accuracy": student.accuracy,
-        "tailored_accuracy": slim_accuracy, "chosen_k": chosen.k, "within_tolerance": within, "selection": reason,
+        "tailored_accuracy": slim_accuracy, "chosen_k": chosen.k, "chosen_theta": chosen.theta, "within_tolerance": within, "selection": reason,
         "tolerance": cfg.tolerance, "warnings": warnings,
         "original_macs": bg.total_macs, "tailored_macs": final_bg.macs(),
         "original_params": bg.total_params, "tailored_params": final_bg.params(),
         "task_specific_params": task_specific_params(final_bg),
         "universal_blocks_total": len(bg.universal()), "universal_blocks_kept": len(final_bg.universal()),
         "removed_blocks": removed_blocks(p.trained_bg, final_bg),
-        "sweep": [t.as_dict() for t, _, _ in sorted(p.trials.values(), key=lambda v: v[0].k)],
+        "sweep": [t.as_dict() for t, _, _ in sorted(p.trials.values(), key=lambda v: (v[0].k, v[0].theta))],
         "student": student.as_dict(),
         "universal_sha256": digest_before,
         "universal_unchanged": digest_before == tensor_digest(bg.gm, skip=(classifier + ".",)),

@@ -91,14 +91,21 @@ def load_pair(run: Path) -> tuple[dict, torch.nn.Module, torch.fx.GraphModule]:
 def run_line(report: dict) -> str:
     """The run a table measured, in words: source → target, the chosen k and the MACs it kept."""
     kept = report["tailored_macs"] / report["original_macs"]
-    return (f"Run: {report['backbone']} → {report['dataset']}, k={report['chosen_k']}, "
+    chosen = {"k": report["chosen_k"], "theta": report.get("chosen_theta")}
+    return (f"Run: {report['backbone']} → {report['dataset']}, {trial_label(report, chosen)}, "
             f"{kept * 100:.1f} % of the MACs ({1 / kept:.2f}x fewer)")
 
 
+def trial_label(report: dict, trial: dict) -> str:
+    """'k=3', or 'k=3 theta 0.15' for a retraining of the theta sweep (older reports have no theta)."""
+    theta = trial.get("theta")
+    return f"k={trial['k']}" + (f" theta {theta:g}" if theta not in (None, report["config"]["theta"]) else "")
+
+
 def sweep_summary(report: dict) -> str:
-    """The sweep as 'k=…: accuracy, MACs kept' items in order of k."""
-    return "; ".join(f"k={t['k']}: {t['accuracy']:.2f} %, {t['macs'] / report['original_macs'] * 100:.0f} %"
-                     for t in sorted(report["sweep"], key=lambda t: t["k"]))
+    """The sweep as 'k=…: accuracy, MACs kept' items in order of k (then theta)."""
+    return "; ".join(f"{trial_label(report, t)}: {t['accuracy']:.2f} %, {t['macs'] / report['original_macs'] * 100:.0f} %"
+                     for t in sorted(report["sweep"], key=lambda t: (t["k"], t.get("theta") or 0)))
 
 
 def set_allocator(glibc_defaults: bool = False) -> str:

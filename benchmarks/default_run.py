@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import provenance, write_doc  # noqa: E402
+from benchmarks.common import provenance, trial_label, write_doc  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
         f"| parameters | {r['original_params']:,} | {r['tailored_params']:,} |",
         f"| universal blocks | {r['universal_blocks_total']} | {r['universal_blocks_kept']} |", "",
         f"Within tolerance: {r['within_tolerance']} ({r['selection']}).", "",
-        "Sweep: " + "; ".join(f"k={t['k']}: {t['accuracy']:.2f} %, {t['macs'] / 1e6:.2f} M MACs" for t in r["sweep"]),
+        "Sweep: " + "; ".join(f"{trial_label(r, t)}: {t['accuracy']:.2f} %, {t['macs'] / 1e6:.2f} M MACs" for t in r["sweep"]),
     ]
     write_doc(Path(args.doc), lines)
 

@@ -4,7 +4,7 @@ Rebuilds a finished run's student from its checkpoint, prunes it at the run's ch
 proxy thresholds (theta), and times each slim network against the slim original at batch 64,
 interleaved in one process. Accuracies are not measured: each network would need its retraining.
 
-    python benchmarks/proxy_threshold.py RUN_DIR [--thetas 0.05,0.15,0.25,0.34] [--repeats 10] [--doc FILE]
+    python benchmarks/proxy_threshold.py RUN_DIR [--thetas 0.05,0.15,0.25,0.34] [--repeats 10] [--threads N] [--doc FILE]
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
 
 import backbones  # noqa: E402
 from benchmarks.common import finished_report, provenance, run_line, set_allocator, write_doc  # noqa: E402
@@ -31,9 +33,12 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--thetas", default="0.05,0.15,0.25,0.34")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "proxy_threshold.md")
     args = ap.parse_args()
     allocator = set_allocator()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     report = finished_report(args.run) or ap.error(f"{args.run} holds no finished run (no report.json)")
     k = max(report["chosen_k"], 0)  # -1: the unpruned student was chosen; prune proxies only
     shape = tuple(report["input_shape"])
@@ -44,7 +49,7 @@ def main() -> None:
     trained = read_gates(student_bg, student.state_dict())
     original = build_module(bg, "slim", "logits").eval()
     lines = ["# Fewer proxies: the run's student pruned with several theta (timing only, no retraining)", "",
-             *provenance(allocator), f"Run: {run_line(report)}", "",
+             *provenance(allocator), run_line(report), "",
              f"Batch 64, each network against the slim original, interleaved, median of {args.repeats}.", "",
              "| theta | live proxies | MACs kept | speed-up | MAC factor | ratio |", "|---|---|---|---|---|---|"]
     for theta in (float(t) for t in args.thetas.split(",")):

@@ -213,6 +213,8 @@ def test_idx_counts_disagree(tmp_path):
     (["--gamma2", "-5"], "--gamma2"),
     (["--max-retrains", "-3"], "--max-retrains"),
     (["--leaf", "NoSuchModule"], "NoSuchModule"),
+    (["--theta-sweep", "0.01"], "--theta-sweep"),
+    (["--theta-sweep", "0.3,0.2"], "--theta-sweep"),
 ])
 def test_impossible_options(tmp_path, args, fragment):
     assert_one_line_error(run(tailor_args(tmp_path, *args)), fragment)

@@ -31,13 +31,28 @@ def test_user_model_tailors_end_to_end(tiny_run):
                 "universal_blocks_kept", "sweep", "within_tolerance"):
         assert key in report, key
     assert report["universal_blocks_total"] == 4
-    assert [t["k"] for t in report["sweep"]] == [0, 2]
+    assert [t["k"] for t in report["sweep"] if t["theta"] == 0.05] == [0, 2]
+    assert all(t["k"] == report["chosen_k"] for t in report["sweep"] if t["theta"] != 0.05)
     assert report["universal_unchanged"] is True
     assert report["slim_vs_pruned_student_max_abs_diff"] <= 1e-5
     assert report["latency_on"] == f"cpu, {torch.get_num_threads()} threads"
     on_disk = json.loads((run / "report.json").read_text())
     assert on_disk["tailored_macs"] == report["tailored_macs"]
     assert (run / "architecture.json").exists()
+
+
+def test_theta_sweep_prunes_proxies_harder_at_the_chosen_k(tmp_path):
+    (tmp_path / "tiny.py").write_text(USER_MODEL)
+    cfg = TailorConfig(model=f"{tmp_path / 'tiny.py'}:build", input_size="3,12,12",
+                       data=str(_tiny_data(tmp_path / "d.npz")), out=str(tmp_path / "run"), teacher_epochs=1,
+                       student_epochs=1, retrain_epochs=1, sweep="2", theta=0.0, theta_sweep="0.5", tolerance=100,
+                       batch_size=32, progress=False)
+    report = tailor(cfg, log=lambda m: None)
+    first, harder = report["sweep"]
+    assert (first["k"], first["theta"]) == (2, 0.0) and (harder["k"], harder["theta"]) == (2, 0.5)
+    assert harder["macs"] < first["macs"]
+    assert report["chosen_theta"] == 0.5 and report["tailored_macs"] == harder["macs"]
+    assert (tmp_path / "run" / "checkpoints" / "retrain-k2-theta0.5.pt").exists()
 
 
 def test_tailored_module_loads_without_archsearch(tiny_run):

@@ -31,19 +31,22 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
 class _OneLineUsageError(click.UsageError):
     """Click's usage errors (a bad option value, an unknown command) as one line, like every other error."""
 
     def show(self, file=None) -> None:
-        hint = f"; see '{self.ctx.command_path} --help'" if self.ctx is not None else ""
-        click.echo(f"archsearch: error: {self.format_message().rstrip('.')}{hint}", err=True)
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"archsearch: error: {self.format_message()}{hint}", err=True)
 
 
 def _one_line(call: Callable, *args, **kwargs):
     try:
         return call(*args, **kwargs)
     except click.UsageError as exc:
-        if isinstance(exc, _OneLineUsageError):
+        if isinstance(exc, (_OneLineUsageError, _NO_ARGS_IS_HELP)):  # bare `archsearch` prints its help
             raise
         raise _OneLineUsageError(exc.format_message(), exc.ctx) from exc
 
@@ -101,9 +104,10 @@ def main(debug: bool) -> None:
                    "shrinks with depth; docs/results.md]")
 @click.option("--gamma2", default=10.0, show_default=True, help="Weight of the teacher term Omega.")
 @click.option("--theta", default=0.05, show_default=True, help="Proxies with a gate under this are pruned.")
-@click.option("--theta-sweep", default="0.15,0.25", show_default=True,
-              help="Then, at the chosen k, retrain with these larger thresholds in turn while the network stays "
-                   "within tolerance, and keep the leanest ('none': off). Proxies cost more time per MAC than blocks.")
+@click.option("--theta-sweep", default="auto", show_default=True,
+              help="Then, at the chosen k, retrain with larger proxy thresholds in turn while the network stays "
+                   "within tolerance, and keep the leanest: 'auto' (0.15, 0.25: those above --theta), 'none', or "
+                   "a list like 0.1,0.2. Proxies cost more time per MAC than blocks.")
 @click.option("--tolerance", default=0.5, show_default=True, help="Accuracy points the tailored net may lose.")
 @click.option("--sweep", default="auto", show_default=True,
               help="Blocks to remove: 'auto' (bisection) or a list like 0,2,4.")

@@ -8,7 +8,6 @@ counts apply to the CPU only.
 """
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch.fx as fx
 from archsearch.errors import UserError
 from archsearch.graph.classifier import replace_classifier
 from archsearch.graph.trace import trace
+from archsearch.io.jsonfile import read_json_dict
 from archsearch.latency import latency_rounds
 from archsearch.models import resolve_model
 from archsearch.passes.codegen import build_module
@@ -30,11 +30,8 @@ def load_run(run: Path) -> tuple[dict, fx.GraphModule]:
         raise UserError(f"'{run}' holds no finished run (report.json and tailored.pt); "
                         "give the --out directory of a finished 'archsearch tailor'")
     redo = "run 'archsearch tailor' again with --resume to rewrite it"
-    try:
-        report = json.loads(report_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"'{report_path}' cannot be read ({exc}); {redo}") from exc
-    if not isinstance(report, dict) or not {"config", "input_shape", "num_classes"} <= report.keys():
+    report = read_json_dict(report_path, redo)
+    if not {"config", "input_shape", "num_classes"} <= report.keys():
         raise UserError(f"'{report_path}' is not an archsearch report; give the --out directory of a finished run")
     try:
         tailored = torch.load(tailored_path, weights_only=False, map_location="cpu")  # a GPU run's, on any machine

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from archsearch.graph.classifier import replace_classifier
 from archsearch.graph.serialize import ARCHITECTURE_ATTR, architecture_dict
 from archsearch.graph.trace import trace
 from archsearch.io.atomic import atomic_torch_save, atomic_write_json
+from archsearch.io.jsonfile import read_json_dict
 from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
 from archsearch.io.pack import tensor_digest, write_pack, write_universal
 from archsearch.latency import latency_setting, median_latency
@@ -82,7 +84,7 @@ class TailorConfig:
     gamma1: float | None = None  # None: default_gamma1, from the traced network's universal blocks
     gamma2: float = 10.0
     theta: float = 0.05
-    theta_sweep: str = "0.15,0.25"  # larger thresholds tried at the chosen k while within tolerance; "none"
+    theta_sweep: str = "auto"  # thresholds tried at the chosen k while within tolerance: "auto", "none" or a list
     tolerance: float = 0.5
     sweep: str = "auto"
     max_retrains: int = 5
@@ -151,17 +153,23 @@ class TailorConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE_FIELDS}
 
 
+AUTO_THETA_SWEEP = (0.15, 0.25)
+
+
 def parse_theta_sweep(text: str, theta: float) -> list[float]:
-    """``"0.15,0.25"`` → [0.15, 0.25] (each above ``theta``, below 1, rising); ``"none"`` → []."""
-    if text.strip().lower() == "none":
-        return []
+    """The thresholds of ``--theta-sweep``: ``"auto"`` → those of 0.15, 0.25 above ``theta``; ``"none"``
+    → []; else a rising list between ``theta`` and 1, like ``"0.1,0.2"``."""
+    word = text.strip().lower()
+    if word in ("auto", "none"):
+        return [v for v in AUTO_THETA_SWEEP if v > theta] if word == "auto" else []
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if not values or values != sorted(set(values)) or values[0] <= theta or values[-1] >= 1:
-        raise UserError(f"--theta-sweep must be 'none' or rising thresholds between --theta ({theta:g}) and 1, "
-                        f"like 0.15,0.25; not '{text}'")
+    if (not values or not all(math.isfinite(v) for v in values) or values != sorted(set(values))
+            or values[0] <= theta or values[-1] >= 1):
+        raise UserError(f"--theta-sweep must be 'auto', 'none' or rising thresholds between --theta ({theta:g}) "
+                        f"and 1, like 0.1,0.2; not '{text}'")
     return values
 
 
@@ -191,7 +199,7 @@ class RunDir:
         except OSError as exc:
             raise UserError(f"cannot create the output directory '{root}': {exc.strerror}; choose another --out") from exc
         if config.exists() and cfg.resume:
-            saved = _saved_config(config)
+            saved = read_json_dict(config, "--resume cannot continue this run; start a new one with another --out")
             defaults = TailorConfig().comparable()  # options newer than the run compare as their defaults
             diff = [k for k, v in cfg.comparable().items() if json.loads(json.dumps(v)) != saved.get(k, defaults.get(k))]
             if diff:
@@ -213,17 +221,6 @@ class RunDir:
 
     def ckpt(self, name: str) -> Path:
         return self.path / "checkpoints" / f"{name}.pt"
-
-
-def _saved_config(path: Path) -> dict:
-    """A run directory's config.json, or a UserError saying it cannot be resumed."""
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"--resume: '{path}' cannot be read ({exc}); start a new run with another --out") from exc
-    if not isinstance(saved, dict):
-        raise UserError(f"--resume: '{path}' is not a run's configuration; start a new run with another --out")
-    return saved
 
 
 def _default_out(resume: bool) -> Path:
@@ -347,7 +344,7 @@ class _Pipeline:
         self.student.load_state_dict(self.trained_state, strict=False)
         pruned = prune(self.trained_bg, k, theta)
         module = self.place(build_module(pruned, "student", "all"))
-        name = f"retrain k={k}" + (f" theta={theta:g}" if theta != self.cfg.theta else "")
+        name = f"retrain k={k}" + (f" theta={theta!r}" if theta != self.cfg.theta else "")  # repr: exact, unique
         self._fit(self._student_stage(name, module, pruned, self.cfg.retrain_epochs, 0.0))
         trial = Trial(k, self.accuracy(_logits(module)), pruned.macs(), pruned.params(), len(pruned.universal()),
                       theta)

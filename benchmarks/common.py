@@ -91,15 +91,23 @@ def load_pair(run: Path) -> tuple[dict, torch.nn.Module, torch.fx.GraphModule]:
 def run_line(report: dict) -> str:
     """The run a table measured, in words: source → target, the chosen k and the MACs it kept."""
     kept = report["tailored_macs"] / report["original_macs"]
-    chosen = {"k": report["chosen_k"], "theta": report.get("chosen_theta")}
-    return (f"Run: {report['backbone']} → {report['dataset']}, {trial_label(report, chosen)}, "
+    return (f"Run: {report['backbone']} → {report['dataset']}, k={chosen(report)}, "
             f"{kept * 100:.1f} % of the MACs ({1 / kept:.2f}x fewer)")
 
 
+def _swept_theta(report: dict, theta: float | None) -> str:
+    """' theta 0.15' for a retraining of the theta sweep, '' otherwise (older reports have no theta)."""
+    return f" theta {theta:g}" if theta not in (None, report["config"]["theta"]) else ""
+
+
 def trial_label(report: dict, trial: dict) -> str:
-    """'k=3', or 'k=3 theta 0.15' for a retraining of the theta sweep (older reports have no theta)."""
-    theta = trial.get("theta")
-    return f"k={trial['k']}" + (f" theta {theta:g}" if theta not in (None, report["config"]["theta"]) else "")
+    """'k=3', or 'k=3 theta 0.15' for a retraining of the theta sweep."""
+    return f"k={trial['k']}{_swept_theta(report, trial.get('theta'))}"
+
+
+def chosen(report: dict) -> str:
+    """The chosen network in a table cell: '24', or '24, theta 0.15' when the theta sweep chose it."""
+    return f"{report['chosen_k']}{_swept_theta(report, report.get('chosen_theta')).replace(' theta', ', theta')}"
 
 
 def sweep_summary(report: dict) -> str:

@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import at_least_one, load_pair, provenance, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import at_least_one, chosen, load_pair, provenance, set_allocator, write_doc  # noqa: E402
 from archsearch.compare import parse_counts  # noqa: E402
 from archsearch.errors import UserError  # noqa: E402
 from archsearch.latency import latency_rounds  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> None:
             s1, s64 = (t[b]["original"] / t[b]["tailored"] for b in BATCHES)
             ratios = [o / s / factor * 100 for o, s in zip(per_round[64]["original"], per_round[64]["tailored"])]
             verdict = "" if s64 / factor >= 0.8 else " (short)"
-            rows.append(f"| {run.name} ({report['dataset']}) | {report['chosen_k']} | "
+            rows.append(f"| {run.name} ({report['dataset']}) | {chosen(report)} | "
                         f"{report['tailored_macs'] / report['original_macs'] * 100:.1f} % | {factor:.2f}x | {n} | "
                         f"{t[1]['original'] * 1e3:.2f} → {t[1]['tailored'] * 1e3:.2f} | "
                         f"{t[64]['original'] * 1e3:.1f} → {t[64]['tailored'] * 1e3:.1f} | {s1:.2f}x | {s64:.2f}x | "

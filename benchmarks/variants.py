@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from archsearch.tailor import TailorConfig  # noqa: E402
-from benchmarks.common import (CIFAR_WEIGHTS as WEIGHTS, SHARED, finished_report, first_run_seconds,  # noqa: E402
+from benchmarks.common import (CIFAR_WEIGHTS as WEIGHTS, SHARED, chosen, finished_report, first_run_seconds,  # noqa: E402
                                minutes, provenance, set_allocator, sweep_summary, timed_tailor, write_doc)
 
 
@@ -91,7 +91,7 @@ def write_table(args: argparse.Namespace, allocator: str, rows: list, done: bool
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for value, r, seconds, gates in rows:
         lines.append(f"| {value} | {' '.join(f'{g:.2f}' for g in gates)} | {sum(1 for g in gates if g < 0.5)} | "
-                     f"{r['chosen_k']} | {r['universal_blocks_kept']}/{r['universal_blocks_total']} | "
+                     f"{chosen(r)} | {r['universal_blocks_kept']}/{r['universal_blocks_total']} | "
                      f"{r['tailored_macs'] / r['original_macs'] * 100:.1f} % | {r['tailored_params']:,} | "
                      f"{r['task_specific_params']:,} | {_pct(r.get('feature_extraction_accuracy'))} | "
                      f"{_pct(r['teacher_accuracy'])} | {_pct(r['student_accuracy'])} | {_pct(r['tailored_accuracy'])} | "

@@ -67,3 +67,14 @@ def test_a_module_read_by_two_blocks_counts_once():
     bg = trace(model, (3, 8, 8))
     assert len(bg.universal()) == 2
     assert bg.params() == bg.total_params == sum(p.numel() for p in model.parameters())
+
+
+def test_a_pre_activation_stays_with_its_block():
+    """BN and ReLU at the start of a pre-activation block are that block's, not the previous node's."""
+    from randnets import BlockSpec, RandNet
+
+    net = RandNet(4, [BlockSpec(4, 1, False, False, False), BlockSpec(4, 1, True, True, False, preact=True)]).eval()
+    bg = trace(net, (3, 8, 8))
+    assert bg.node("x1")["post"] == []
+    second = bg.edge(("x1", "x2", "universal"))["nodes"]
+    assert any("pre" in n for n in second)

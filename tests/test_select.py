@@ -40,3 +40,23 @@ def test_choose_prefers_the_leanest_within_tolerance_else_the_most_accurate():
     assert (best.k, within) == (4, True)
     best, _, within = choose(trials, student, teacher_accuracy=99.0, tolerance=0.5)
     assert (best.k, within) == (2, False)
+
+
+def test_theta_sweep_values():
+    import math
+
+    import pytest
+
+    from archsearch.errors import UserError
+    from archsearch.tailor import TailorConfig, parse_theta_sweep
+
+    assert parse_theta_sweep("auto", 0.05) == [0.15, 0.25]
+    assert parse_theta_sweep("auto", 0.2) == [0.25]          # a larger --theta keeps working with the default
+    assert parse_theta_sweep("auto", 0.3) == []
+    assert parse_theta_sweep("none", 0.05) == []
+    assert parse_theta_sweep("0.1,0.2", 0.05) == [0.1, 0.2]
+    TailorConfig(theta=0.2).check()
+    for bad in ("0.05", "0.2,0.1", "0.1,0.1", "nan", "inf", "0.5,1", "x", ""):
+        with pytest.raises(UserError, match="--theta-sweep"):
+            parse_theta_sweep(bad, 0.05)
+    assert not math.isnan(sum(parse_theta_sweep("auto", 0.0)))

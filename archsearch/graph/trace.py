@@ -191,9 +191,11 @@ def _group(gm: fx.GraphModule, flow: list[fx.Node], cuts: list[int]) -> tuple[li
 
 
 def _is_post(gm: fx.GraphModule, seg: list[fx.Node], block: _Block) -> bool:
-    """A shape-preserving op without MACs right after a join (a trailing activation, PReLU's weight
-    allowed): it belongs to the node, not to an edge, so it must cost nothing an edge would count."""
-    return not any(node_macs(gm, n) for n in seg) and _shape(seg[-1]) == _shape(block.nodes[-1])
+    """A shape-preserving activation right after a join: parameter-free, or a PReLU with its weight.
+    A batch-norm there is the next block's pre-activation and stays with that block."""
+    parametric = [n for n in seg if nodes_parameters(gm, [n])]
+    return (all(n.op == "call_module" and isinstance(gm.get_submodule(n.target), nn.PReLU) for n in parametric)
+            and not any(node_macs(gm, n) for n in seg) and _shape(seg[-1]) == _shape(block.nodes[-1]))
 
 
 def _label(nodes: list[fx.Node], fallback: str) -> str:
@@ -241,10 +243,9 @@ def build_block_graph(gm: fx.GraphModule, input_shape: Sequence[int]) -> BlockGr
     names: set[str] = set()
     for index, block in enumerate(blocks, start=1):
         pre, value = block.nodes[-1], (block.post or block.nodes)[-1]
-        post_tensors = _edge_cost(gm, block.post)[1]
-        all_params.extend(post_tensors)
+        all_params.extend(nodes_parameters(gm, block.post))
         g.add_node(node_name(index), index=index, shape=_shape(value), fx=value.name, pre=pre.name,
-                   post=[n.name for n in block.post], params=count_params(post_tensors))
+                   post=[n.name for n in block.post])
         name = _label(block.nodes, f"block{index}")
         name = name if name not in names else f"{name}#{index}"
         names.add(name)

@@ -115,7 +115,8 @@ def main(debug: bool) -> None:
 @click.option("--teacher-epochs", type=int, help="Epochs of teacher fine-tuning  [default: 3]")
 @click.option("--student-epochs", type=int, help="Epochs of student training  [default: 10; built-in run 6]")
 @click.option("--retrain-epochs", type=int, help="Epochs of each retraining after pruning  [default: 12; built-in run 2]")
-@click.option("--batch-size", default=64, show_default=True, help="Images per training step (the total, under torchrun).")
+@click.option("--batch-size", default=64, show_default=True,
+              help="Images per training step (the total, under torchrun).")
 @click.option("--lr", default=0.01, show_default=True, help="Learning rate of the teacher's fine-tuning.")
 @click.option("--student-lr", default=0.05, show_default=True, help="Learning rate of proxies and classifier (student and retraining).")
 @click.option("--gate-lr", default=0.05, show_default=True,

@@ -49,7 +49,8 @@ def load_factory(spec: str) -> nn.Module:
     file, factory = spec.rsplit(":", 1)
     path = Path(file)
     if not path.is_file():
-        raise UserError(f"--model file '{file}' " + ("is a folder, not a Python file" if path.is_dir() else "does not exist"))
+        problem = "is a folder, not a Python file" if path.is_dir() else "does not exist"
+        raise UserError(f"--model file '{file}' {problem}")
     module_name = f"archsearch_user_{path.stem}"
     try:
         loader_spec = importlib.util.spec_from_file_location(module_name, path)

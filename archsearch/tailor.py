@@ -27,8 +27,8 @@ from archsearch.graph.classifier import replace_classifier
 from archsearch.graph.serialize import ARCHITECTURE_ATTR, architecture_dict
 from archsearch.graph.trace import trace
 from archsearch.io.atomic import atomic_torch_save, atomic_write_json
-from archsearch.io.jsonfile import read_json_dict
 from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
+from archsearch.io.jsonfile import read_json_dict
 from archsearch.io.pack import tensor_digest, write_pack, write_universal
 from archsearch.latency import latency_setting, median_latency
 from archsearch.models import resolve_model
@@ -203,7 +203,8 @@ class RunDir:
             defaults = TailorConfig().comparable()  # options newer than the run compare as their defaults
             diff = [k for k, v in cfg.comparable().items() if json.loads(json.dumps(v)) != saved.get(k, defaults.get(k))]
             if diff:
-                raise UserError(f"--resume: '{root}' was made with other options ({', '.join(diff[:4])} {'differ' if len(diff) > 1 else 'differs'}); "
+                verb = "differ" if len(diff) > 1 else "differs"
+                raise UserError(f"--resume: '{root}' was made with other options ({', '.join(diff[:4])} {verb}); "
                                 "resume with the same options or choose a new --out")
         elif config.exists() and any((root / "checkpoints").iterdir()):
             raise UserError(f"'{root}' already holds a run; pass --resume to continue it or choose a new --out")
@@ -509,7 +510,8 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
         "classes": list(data.classes), "input_shape": list(source.input_shape),
         "feature_extraction_accuracy": feature_accuracy,
         "teacher_accuracy": p.teacher_accuracy, "student_accuracy": student.accuracy,
-        "tailored_accuracy": slim_accuracy, "chosen_k": chosen.k, "chosen_theta": chosen.theta, "within_tolerance": within, "selection": reason,
+        "tailored_accuracy": slim_accuracy, "chosen_k": chosen.k, "chosen_theta": chosen.theta,
+        "within_tolerance": within, "selection": reason,
         "tolerance": cfg.tolerance, "warnings": warnings,
         "original_macs": bg.total_macs, "tailored_macs": final_bg.macs(),
         "original_params": bg.total_params, "tailored_params": final_bg.params(),

@@ -253,7 +253,8 @@ def latency(run_dir, batches, threads, rounds, repeats, device, as_json) -> None
     from archsearch.compare import compare, parse_counts, table
 
     result = compare(Path(run_dir), parse_counts(batches, "--batches"),
-                     parse_counts(threads, "--threads", allow_zero=True), rounds, repeats, device)
+                     parse_counts(threads, "--threads", allow_zero=True), rounds, repeats, device,
+                     log=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.fx as fx
@@ -68,9 +69,10 @@ def parse_counts(text: str, what: str, allow_zero: bool = False) -> list[int]:
 
 
 def compare(run: Path, batches: list[int], threads: list[int], rounds: int = 5, repeats: int = 10,
-            device: str = "cpu") -> dict:
+            device: str = "cpu", log: Callable[[str], None] = lambda m: None) -> dict:
     """Median latency over ``rounds`` of the original and tailored networks for each thread count
-    (0: torch's default; CPU only) and batch size, with the speed-up's range over the rounds."""
+    (0: torch's default; CPU only) and batch size, with the speed-up's range over the rounds.
+    ``log`` hears of each measurement as it starts (a large network takes minutes)."""
     cuda = device == "cuda"
     if cuda and not torch.cuda.is_available():
         raise UserError("--device cuda: torch sees no CUDA device here; use --device cpu")
@@ -87,6 +89,7 @@ def compare(run: Path, batches: list[int], threads: list[int], rounds: int = 5, 
         for n in threads:
             torch.set_num_threads(n or default_threads)
             for b in batches:
+                log(f"timing batch {b}, {n or default_threads} threads: {rounds} rounds of {repeats} passes each")
                 t = latency_rounds(models, tuple(report["input_shape"]), b, rounds, repeats, device)
                 speedups = [o / s for o, s in zip(t["original"], t["tailored"])]
                 rows.append({"threads": n or default_threads, "batch": b,

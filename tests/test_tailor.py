@@ -153,7 +153,8 @@ def test_latency_command_times_a_finished_run_again(tiny_run):
     finally:
         torch.set_num_threads(before)
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)  # the JSON alone on stdout; progress lines go to stderr
+    assert result.stderr.count("timing batch") == 4
     assert out["mac_factor"] == pytest.approx(report["original_macs"] / report["tailored_macs"])
     assert [(r["threads"], r["batch"]) for r in out["rows"]] == [(3, 1), (3, 4), (1, 1), (1, 4)]
     for r in out["rows"]:

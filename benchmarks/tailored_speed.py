@@ -71,7 +71,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     torch.set_num_threads(default)
     lines = ["# Tailored networks: measured CPU speed against MACs", "",
-             *provenance(allocator), "",
+             *provenance(allocator, threads="torch threads as in each row's column"), "",
              "Original: the backbone with the task's classifier (eager). Tailored: the run's tailored.pt. "
              f"{args.rounds} rounds per row; in each, the two interleaved in one process, median of {args.repeats} "
              "after 3 warm-up passes. Times and speed-ups: medians over the rounds; range: the lowest and highest "

@@ -29,11 +29,9 @@ def pretrain(backbone: str, data: str, *, epochs: int, batch_size: int, lr: floa
         raise UserError(f"--lr must be a positive learning rate, not {lr}")
     if train_limit is not None and train_limit < 1:
         raise UserError(f"--train-limit must be at least 1, not {train_limit}")
-    if backbone not in backbones.BACKBONES:
-        raise UserError(f"unknown backbone '{backbone}'; one of: {', '.join(sorted(backbones.BACKBONES))}")
+    shape = backbones.default_input_size(backbone)  # an unknown backbone is a UserError here
     out = check_writable(output if output else f"{backbone}-{Path(data).stem or 'data'}.pt")
     torch.manual_seed(seed)
-    shape = backbones.default_input_size(backbone)
     mean, std = backbones.default_normalization(backbone)
     task = load_task_data(data, input_size=shape, mean=mean, std=std, seed=seed, train_limit=train_limit)
     model = backbones.get_backbone(backbone, num_classes=task.num_classes, in_channels=shape[0]).to(device)

@@ -108,7 +108,8 @@ def main(debug: bool) -> None:
               help="Then, at the chosen k, retrain with larger proxy thresholds in turn while the network stays "
                    "within tolerance, and keep the leanest: 'auto' (0.15, 0.25: those above --theta), 'none', or "
                    "a list like 0.1,0.2. Proxies cost more time per MAC than blocks.")
-@click.option("--tolerance", default=0.5, show_default=True, help="Accuracy points the tailored net may lose.")
+@click.option("--tolerance", default=0.5, show_default=True, help="Accuracy points the tailored net may lose against the teacher (if no network "
+                   "gets that close: against the most accurate one tried).")
 @click.option("--sweep", default="auto", show_default=True,
               help="Blocks to remove: 'auto' (bisection) or a list like 0,2,4.")
 @click.option("--max-retrains", default=5, show_default=True, help="Most retrainings the auto sweep may run.")

@@ -37,7 +37,7 @@ from archsearch.passes.codegen import build_module, read_gates
 from archsearch.passes.insert_proxies import insert_proxies, parse_skips
 from archsearch.passes.prune import prune, removed_blocks
 from archsearch.render import render, to_dot
-from archsearch.select import Trial, bisect_k, choose, first_k
+from archsearch.select import Trial, accuracy_floor, bisect_k, choose, first_k
 from archsearch.train import distributed
 from archsearch.train.distributed import Dist
 from archsearch.train.linear_probe import linear_probe
@@ -338,9 +338,9 @@ class _Pipeline:
         self.timings["student"] = time.perf_counter() - clock
         return self.student_trial
 
-    def retrain(self, k: int, theta: float | None = None) -> bool:
+    def retrain(self, k: int, theta: float | None = None) -> Trial:
         """Prune the k lowest-gated blocks and the proxies gated under theta (default ``--theta``),
-        retrain with gamma1 = 0; within tolerance?"""
+        retrain with gamma1 = 0, and record the result."""
         theta = self.cfg.theta if theta is None else theta
         self.student.load_state_dict(self.trained_state, strict=False)
         pruned = prune(self.trained_bg, k, theta)
@@ -353,16 +353,23 @@ class _Pipeline:
         self.trials[(k, theta)] = (trial, read_gates(pruned, state), state)
         self.log(f"  {trial.label}: {trial.accuracy:.2f} % with {trial.blocks_kept}/{len(self.bg.universal())} "
                  f"blocks, {len(pruned.proxies())} proxies, {trial.macs / 1e6:.2f} M MACs")
-        return trial.accuracy >= self.teacher_accuracy - self.cfg.tolerance
+        return trial
+
+    def within_tolerance(self, k: int) -> bool:
+        """Retrain at k; within tolerance of the teacher? (the sweep's test)"""
+        return self.retrain(k).accuracy >= self.teacher_accuracy - self.cfg.tolerance
 
     def refine_theta(self) -> None:
         """At the chosen k, prune weak proxies harder (``--theta-sweep``) while the retrained network
-        stays within tolerance: proxies cost more time per MAC than blocks, so the leanest network
-        may keep fewer of them than the paper's threshold leaves."""
-        trial, _, within = choose([t for t, _, _ in self.trials.values()], self.student_trial,
-                                  self.teacher_accuracy, self.cfg.tolerance)
-        if not within or trial.k < 0:
+        still reaches the choice's accuracy floor (``accuracy_floor``: the teacher's tolerance, or
+        when no network reached it, the tolerance under the most accurate one tried): proxies cost
+        more time per MAC than blocks, so the leanest network may keep fewer of them than the paper's
+        threshold leaves."""
+        trials = [t for t, _, _ in self.trials.values()]
+        trial, _, _ = choose(trials, self.student_trial, self.teacher_accuracy, self.cfg.tolerance)
+        if trial.k < 0:
             return
+        floor, _ = accuracy_floor(trials, self.student_trial, self.teacher_accuracy, self.cfg.tolerance)
         clock = time.perf_counter()
         live = set(prune(self.trained_bg, trial.k, trial.theta).proxies())
         for theta in parse_theta_sweep(self.cfg.theta_sweep, self.cfg.theta):
@@ -370,7 +377,7 @@ class _Pipeline:
             if proxies == live:  # no proxy between the thresholds: the same network
                 continue
             live = proxies
-            if not self.retrain(trial.k, theta):
+            if self.retrain(trial.k, theta).accuracy < floor:
                 break
         self.timings["theta_sweep"] = time.perf_counter() - clock
 
@@ -381,7 +388,7 @@ class _Pipeline:
         if self.cfg.sweep == "auto":
             gate = alphas(self.trained_bg)
             off = sum(1 for e in self.trained_bg.universal() if gate[e] < 0.5)
-            bisect_k(first_k(off, num_blocks), num_blocks, self.retrain, self.cfg.max_retrains)
+            bisect_k(first_k(off, num_blocks), num_blocks, self.within_tolerance, self.cfg.max_retrains)
         else:
             for k in parse_sweep(self.cfg.sweep):
                 self.retrain(min(k, num_blocks))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from archsearch.select import Trial, bisect_k, choose, first_k
+from archsearch.select import Trial, accuracy_floor, bisect_k, choose, first_k
 
 
 @given(st.integers(0, 60), st.integers(1, 60))
@@ -33,13 +33,31 @@ def test_bisection_finds_the_largest_acceptable_k(n, data):
         assert 0 in tried
 
 
-def test_choose_prefers_the_leanest_within_tolerance_else_the_most_accurate():
+def test_choose_prefers_the_leanest_within_tolerance_else_the_leanest_near_the_most_accurate():
     student = Trial(-1, 90.0, 100, 10, 9)
     trials = [Trial(2, 97.0, 80, 8, 7), Trial(4, 96.6, 60, 6, 5), Trial(6, 95.0, 40, 4, 3)]
     best, _, within = choose(trials, student, teacher_accuracy=97.0, tolerance=0.5)
     assert (best.k, within) == (4, True)
-    best, _, within = choose(trials, student, teacher_accuracy=99.0, tolerance=0.5)
+    best, reason, within = choose(trials, student, teacher_accuracy=99.0, tolerance=0.5)
+    assert (best.k, within) == (4, False)  # 96.6 is within 0.5 of the best tried (97.0) and leaner
+    assert "97.00 %" in reason and "k=4" in reason
+    best, _, within = choose(trials, student, teacher_accuracy=99.0, tolerance=0.3)
     assert (best.k, within) == (2, False)
+    # the unpruned student: chosen when it alone reaches the floor, in either case
+    assert choose(trials, Trial(-1, 98.0, 100, 10, 9), teacher_accuracy=99.0, tolerance=0.5)[0].k == -1
+    assert choose(trials[1:], Trial(-1, 97.0, 100, 10, 9), teacher_accuracy=97.2, tolerance=0.5)[0].k == -1
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.floats(0, 100), st.integers(1, 1000)), min_size=1, max_size=8),
+       st.floats(0, 100), st.floats(0, 100), st.floats(0, 5))
+def test_choice_reaches_the_floor_and_nothing_leaner_does(raw, student_acc, teacher, tolerance):
+    trials = [Trial(k, acc, macs, 0, 0, 0.05) for k, acc, macs in raw]
+    student = Trial(-1, student_acc, 2000, 0, 0)
+    floor, within = accuracy_floor(trials, student, teacher, tolerance)
+    best, _, chosen_within = choose(trials, student, teacher, tolerance)
+    assert chosen_within == within == (max(t.accuracy for t in [*trials, student]) >= teacher - tolerance)
+    assert best.accuracy >= floor
+    assert not any(t.accuracy >= floor and t.macs < best.macs for t in trials)
 
 
 def test_theta_sweep_values():

@@ -108,6 +108,11 @@ def main(debug: bool) -> None:
               help="Then, at the chosen k, retrain with larger proxy thresholds in turn while the network stays "
                    "within tolerance, and keep the leanest: 'auto' (0.15, 0.25: those above --theta), 'none', or "
                    "a list like 0.1,0.2. Proxies cost more time per MAC than blocks.")
+@click.option("--cost", type=click.Choice(["macs", "latency"]), default="macs", show_default=True,
+              help="What the complexity term and 'leanest' count: 'macs' (the paper's), or 'latency': each block "
+                   "and proxy timed once on this device at the training batch (kept in the run's costs.json), "
+                   "so the search weighs blocks by their time here; on CPU a MAC at full resolution costs "
+                   "about 1.8x one at the lowest.")
 @click.option("--tolerance", default=0.5, show_default=True, help="Accuracy points the tailored net may lose against the teacher (if no network "
                    "gets that close: against the most accurate one tried).")
 @click.option("--sweep", default="auto", show_default=True,

@@ -1,7 +1,7 @@
 """Expected complexity E[C] of a student (paper eq. 5-10), differentiable in the gates.
 
 For a gated edge e = (s, d) with r_e = 1 - alpha_e and normalised cost C_e (its MACs over the whole
-pre-trained network's):
+pre-trained network's, or its measured seconds over the network's with ``--cost latency``):
 
     E[C_e] = C_e * (1 - r_e - P_in(s) - P_out(d))
     P_in(n)  = prod of r over the gated edges entering n   (0 for x_0: the stem always runs)
@@ -33,6 +33,5 @@ def expected_complexity(bg: BlockGraph, alpha: dict[Edge, torch.Tensor]) -> torc
     p_out_of = {n: p_out(n) for n in bg.block_nodes()}
     total = zero
     for e in gated:
-        cost = bg.edge(e)["macs"] / bg.total_macs
-        total = total + cost * (1.0 - r[e] - p_in_of[e[0]] - p_out_of[e[1]])
+        total = total + bg.cost_share(e) * (1.0 - r[e] - p_in_of[e[0]] - p_out_of[e[1]])
     return total

@@ -21,14 +21,23 @@ class Trial:
     params: int
     blocks_kept: int
     theta: float | None = None  # the proxy threshold it was pruned with (None: the unpruned student)
+    cost: float | None = None  # measured cost share (``--cost latency``); None: the choice counts MACs
+
+    @property
+    def size(self) -> float:
+        """What "leanest" minimises: the measured cost where there is one, else MACs."""
+        return self.macs if self.cost is None else self.cost
 
     @property
     def label(self) -> str:
         return f"k={self.k}" + (f", theta {self.theta:g}" if self.theta is not None else "")
 
     def as_dict(self) -> dict:
-        return dict(k=self.k, theta=self.theta, accuracy=self.accuracy, macs=self.macs, params=self.params,
-                    blocks_kept=self.blocks_kept)
+        out = dict(k=self.k, theta=self.theta, accuracy=self.accuracy, macs=self.macs, params=self.params,
+                   blocks_kept=self.blocks_kept)
+        if self.cost is not None:
+            out["cost_share"] = self.cost
+        return out
 
 
 def first_k(gates_off: int, num_blocks: int) -> int:
@@ -74,7 +83,7 @@ def choose(trials: list[Trial], student: Trial, teacher_accuracy: float, toleran
     Returns (trial, which case happened, within tolerance of the teacher)."""
     floor, within = accuracy_floor(trials, student, teacher_accuracy, tolerance)
     ok = [t for t in trials if t.accuracy >= floor]
-    best = min(ok, key=lambda t: (t.macs, -t.accuracy)) if ok else student
+    best = min(ok, key=lambda t: (t.size, -t.accuracy)) if ok else student
     if within:
         if ok:
             return best, f"leanest pruned network within {tolerance} points of the teacher ({best.label})", True

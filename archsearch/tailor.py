@@ -35,6 +35,7 @@ from archsearch.models import resolve_model
 from archsearch.graph.gates import alphas
 from archsearch.passes.codegen import build_module, read_gates
 from archsearch.passes.insert_proxies import insert_proxies, parse_skips
+from archsearch.passes.measure import apply_edge_seconds, measure_edge_seconds
 from archsearch.passes.prune import prune, removed_blocks
 from archsearch.render import render, to_dot
 from archsearch.select import Trial, accuracy_floor, bisect_k, choose, first_k
@@ -85,6 +86,7 @@ class TailorConfig:
     gamma2: float = 10.0
     theta: float = 0.05
     theta_sweep: str = "auto"  # thresholds tried at the chosen k while within tolerance: "auto", "none" or a list
+    cost: str = "macs"  # what E[C] and "leanest" count: "macs" (DESIGN.md) or "latency" (measured per edge)
     tolerance: float = 0.5
     sweep: str = "auto"
     max_retrains: int = 5
@@ -140,6 +142,8 @@ class TailorConfig:
                 raise UserError(f"{option} must be a positive learning rate, not {value}")
         if self.gamma2 < 0:
             raise UserError(f"--gamma2 must be 0 or more (0 turns the teacher term off), not {self.gamma2}")
+        if self.cost not in ("macs", "latency"):
+            raise UserError(f"--cost must be 'macs' or 'latency', not {self.cost!r}")
         if self.max_retrains < 1:
             raise UserError(f"--max-retrains must be at least 1, not {self.max_retrains}")
         if not 0 < self.test_fraction < 1:
@@ -330,13 +334,36 @@ class _Pipeline:
         self.bg.gm.get_submodule(classifier).load_state_dict(self.teacher.get_submodule(classifier).state_dict())
         student_bg = insert_proxies(self.bg, self.cfg.skips)
         self.student = self.place(build_module(student_bg, "student", "all"))
+        if self.cfg.cost == "latency":
+            self.measure_costs(student_bg)
         self._fit(self._student_stage("student", self.student, student_bg, self.cfg.student_epochs, self.cfg.gamma1))
         self.trained_bg = read_gates(student_bg, self.student.state_dict())
         self.trained_state = self._task_state(self.student)
         self.student_trial = Trial(-1, self.accuracy(_logits(self.student)), self.trained_bg.macs(),
-                                   self.trained_bg.params(), len(self.trained_bg.universal()))
+                                   self.trained_bg.params(), len(self.trained_bg.universal()),
+                                   cost=self._cost(self.trained_bg))
         self.timings["student"] = time.perf_counter() - clock
         return self.student_trial
+
+    def _cost(self, bg: BlockGraph) -> float | None:
+        return bg.cost() if self.cfg.cost == "latency" else None
+
+    def measure_costs(self, student_bg: BlockGraph) -> None:
+        """``--cost latency``: every edge's seconds on this device at the training batch, measured once
+        per run and kept in costs.json (a resumed run charges the same costs), the same on every rank."""
+        path = self.run.path / "costs.json"
+        seconds = None
+        if self.d.is_main:
+            if path.exists():
+                seconds = read_json_dict(path, "delete it to measure again, or start a new run")
+            else:
+                clock = time.perf_counter()
+                seconds = measure_edge_seconds(student_bg, self.cfg.batch_size, self.device)
+                atomic_write_json(path, seconds)
+                self.timings["measure_costs"] = time.perf_counter() - clock
+                self.log(f"measured {len(seconds) - 1} edges on {self.device} at batch {self.cfg.batch_size}: "
+                         f"the original network takes {seconds[''] * 1e3:.1f} ms node by node")
+        apply_edge_seconds(student_bg, distributed.broadcast(self.d, seconds))
 
     def retrain(self, k: int, theta: float | None = None) -> Trial:
         """Prune the k lowest-gated blocks and the proxies gated under theta (default ``--theta``),
@@ -348,11 +375,12 @@ class _Pipeline:
         name = f"retrain k={k}" + (f" theta={theta!r}" if theta != self.cfg.theta else "")  # repr: exact, unique
         self._fit(self._student_stage(name, module, pruned, self.cfg.retrain_epochs, 0.0))
         trial = Trial(k, self.accuracy(_logits(module)), pruned.macs(), pruned.params(), len(pruned.universal()),
-                      theta)
+                      theta, cost=self._cost(pruned))
         state = self._task_state(module)
         self.trials[(k, theta)] = (trial, read_gates(pruned, state), state)
         self.log(f"  {trial.label}: {trial.accuracy:.2f} % with {trial.blocks_kept}/{len(self.bg.universal())} "
-                 f"blocks, {len(pruned.proxies())} proxies, {trial.macs / 1e6:.2f} M MACs")
+                 f"blocks, {len(pruned.proxies())} proxies, {trial.macs / 1e6:.2f} M MACs"
+                 + (f", {trial.cost:.1%} of the original's measured time" if trial.cost is not None else ""))
         return trial
 
     def within_tolerance(self, k: int) -> bool:
@@ -519,7 +547,8 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
         "teacher_accuracy": p.teacher_accuracy, "student_accuracy": student.accuracy,
         "tailored_accuracy": slim_accuracy, "chosen_k": chosen.k, "chosen_theta": chosen.theta,
         "within_tolerance": within, "selection": reason,
-        "tolerance": cfg.tolerance, "warnings": warnings,
+        "tolerance": cfg.tolerance, "warnings": warnings, "cost": cfg.cost,
+        **({"tailored_cost_share": chosen.cost} if chosen.cost is not None else {}),
         "original_macs": bg.total_macs, "tailored_macs": final_bg.macs(),
         "original_params": bg.total_params, "tailored_params": final_bg.params(),
         "task_specific_params": task_specific_params(final_bg),

@@ -10,6 +10,7 @@ from archsearch.complexity import expected_complexity
 from archsearch.graph.trace import trace
 from archsearch.passes.codegen import build_module, gate_tensors, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
+from archsearch.passes.measure import apply_edge_seconds, measure_edge_seconds
 from archsearch.passes.prune import prune
 from randnets import rand_nets
 
@@ -93,7 +94,7 @@ def test_slim_equals_pruned_student_and_stays_connected(net, skips, seed, k_frac
     assert not any(n.startswith("gates") for n, _ in slim.named_parameters())
 
 
-def _direct_expected_complexity(bg, alpha) -> float:
+def _direct_expected_complexity(bg, alpha, cost: str = "macs") -> float:
     """Loop-by-loop evaluation of DESIGN.md's E[C] formula, written independently."""
     gated = [(u, v, k) for u, v, k in bg.g.edges(keys=True) if k in ("universal", "proxy")]
     total = 0.0
@@ -115,7 +116,8 @@ def _direct_expected_complexity(bg, alpha) -> float:
                 p_out *= 1.0 - float(alpha[e].detach())
             if not leaving:
                 p_out = 0.0
-        c_e = bg.g.edges[s, d, k]["macs"] / bg.g.graph["total_macs"]
+        c_e = (bg.g.edges[s, d, k]["seconds"] / bg.g.graph["total_seconds"] if cost == "latency"
+               else bg.g.edges[s, d, k]["macs"] / bg.g.graph["total_macs"])
         total += c_e * (1.0 - r_e - p_in - p_out)
     return total
 
@@ -132,6 +134,25 @@ def test_expected_complexity_matches_direct_formula_and_is_differentiable(net, s
     value.backward()
     grads = [p.grad for n, p in student.named_parameters() if n.startswith("gates.")]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=rand_nets(), skips=st.sampled_from([1, 3]), seed=st.integers(0, 1000))
+def test_measured_costs_cover_every_edge_and_drive_expected_complexity(net, skips, seed):
+    bg = insert_proxies(trace(net, INPUT), skips)
+    student = build_module(bg, "student")
+    seconds = measure_edge_seconds(bg, batch=2, repeats=2)
+    assert {a["name"] for _, a in bg.iter_attrs()} | {""} == set(seconds)
+    assert all(v >= 0 for v in seconds.values()) and seconds[""] > 0
+    universal = sum(seconds[a["name"]] for _, a in bg.iter_attrs(("stem", "universal", "head")))
+    assert universal <= seconds[""] * (1 + 1e-9)  # the network's other nodes (joins, post ops) fill the rest
+    apply_edge_seconds(bg, seconds)
+    _randomize_gates(student, seed)
+    alpha = gate_tensors(bg, student)
+    value = float(expected_complexity(bg, alpha).detach())
+    assert abs(value - _direct_expected_complexity(bg, alpha, cost="latency")) < 1e-5
+    kept = sum(seconds[a["name"]] for _, a in bg.iter_attrs()) / seconds[""]
+    assert abs(bg.cost() - kept) < 1e-9
 
 
 @SETTINGS

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from archsearch.errors import UserError
 from archsearch.tailor import TailorConfig, tailor
 from tinytask import USER_MODEL, tiny_data as _tiny_data
 
@@ -53,6 +54,26 @@ def test_theta_sweep_prunes_proxies_harder_at_the_chosen_k(tmp_path):
     assert harder["macs"] < first["macs"]
     assert report["chosen_theta"] == 0.5 and report["tailored_macs"] == harder["macs"]
     assert (tmp_path / "run" / "checkpoints" / "retrain-k2-theta0.5.pt").exists()
+
+
+def test_latency_cost_is_measured_once_and_drives_the_choice(tmp_path):
+    (tmp_path / "tiny.py").write_text(USER_MODEL)
+    opts = dict(model=f"{tmp_path / 'tiny.py'}:build", input_size="3,12,12", data=str(_tiny_data(tmp_path / "d.npz")),
+                out=str(tmp_path / "run"), teacher_epochs=1, student_epochs=1, retrain_epochs=1, sweep="0,2",
+                theta_sweep="none", tolerance=100, batch_size=32, progress=False, cost="latency")
+    report = tailor(TailorConfig(**opts), log=lambda m: None)
+    costs = tmp_path / "run" / "costs.json"
+    measured = json.loads(costs.read_text())
+    assert report["cost"] == "latency" and measured[""] > 0
+    shares = {t["k"]: t["cost_share"] for t in report["sweep"]}
+    assert shares[2] < shares[0]  # two blocks fewer cost less measured time
+    assert report["chosen_k"] == 2 and report["tailored_cost_share"] == shares[2]  # everything within tolerance 100
+    with pytest.raises(UserError, match="--cost"):
+        TailorConfig(cost="flops").check()
+    before = costs.stat().st_mtime_ns
+    again = tailor(TailorConfig(**opts, resume=True), log=lambda m: None)
+    assert costs.stat().st_mtime_ns == before
+    assert {t["k"]: t["cost_share"] for t in again["sweep"]} == shares
 
 
 def test_tailored_module_loads_without_archsearch(tiny_run):

@@ -119,6 +119,16 @@ class BlockGraph:
         """MACs of the network this graph describes, every edge counted once."""
         return sum(d["macs"] for _, d in self.iter_attrs())
 
+    def cost_share(self, edge: Edge) -> float:
+        """An edge's cost as a share of the original network's: its measured seconds where the graph
+        carries them (``passes.measure``, ``--cost latency``), else its MACs."""
+        attrs, total = self.edge(edge), self.g.graph.get("total_seconds")
+        return attrs["seconds"] / total if total else attrs["macs"] / self.total_macs
+
+    def cost(self) -> float:
+        """Cost of the network this graph describes as a share of the original's (see cost_share)."""
+        return sum(self.cost_share(e) for e in self.edges())
+
     def params(self) -> int:
         """Parameters of the network this graph describes (its edges and the nodes' trailing ops),
         each tensor once however many edges read it (a module called twice is one module)."""

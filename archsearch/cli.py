@@ -111,8 +111,9 @@ def main(debug: bool) -> None:
 @click.option("--cost", type=click.Choice(["macs", "latency"]), default="macs", show_default=True,
               help="What the complexity term and 'leanest' count: 'macs' (the paper's), or 'latency': each block "
                    "and proxy timed once on this device at the training batch (kept in the run's costs.json), "
-                   "so the search weighs blocks by their time here; on CPU a MAC at full resolution costs "
-                   "about 1.8x one at the lowest.")
+                   "so the search weighs blocks by their time here (on CPU a MAC at full resolution costs "
+                   "about 1.8x one at the lowest). Task-dependent: faster on ResNet-56 -> notMNIST, slower on "
+                   "MNIST (docs/results.md).")
 @click.option("--tolerance", default=0.5, show_default=True, help="Accuracy points the tailored net may lose against the teacher (if no network "
                    "gets that close: against the most accurate one tried).")
 @click.option("--sweep", default="auto", show_default=True,

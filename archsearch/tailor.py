@@ -352,18 +352,24 @@ class _Pipeline:
         """``--cost latency``: every edge's seconds on this device at the training batch, measured once
         per run and kept in costs.json (a resumed run charges the same costs), the same on every rank."""
         path = self.run.path / "costs.json"
-        seconds = None
+        seconds, error = None, None
         if self.d.is_main:
-            if path.exists():
-                seconds = read_json_dict(path, "delete it to measure again, or start a new run")
-            else:
-                clock = time.perf_counter()
-                seconds = measure_edge_seconds(student_bg, self.cfg.batch_size, self.device)
-                atomic_write_json(path, seconds)
-                self.timings["measure_costs"] = time.perf_counter() - clock
-                self.log(f"measured {len(seconds) - 1} edges on {self.device} at batch {self.cfg.batch_size}: "
-                         f"the original network takes {seconds[''] * 1e3:.1f} ms node by node")
-        apply_edge_seconds(student_bg, distributed.broadcast(self.d, seconds))
+            try:
+                if path.exists():
+                    seconds = read_json_dict(path, "delete it to measure again, or start a new run")
+                else:
+                    clock = time.perf_counter()
+                    seconds = measure_edge_seconds(student_bg, self.cfg.batch_size, self.device)
+                    atomic_write_json(path, seconds)
+                    self.timings["measure_costs"] = time.perf_counter() - clock
+                    self.log(f"measured {len(seconds) - 1} edges on {self.device} at batch {self.cfg.batch_size}: "
+                             f"the original network takes {seconds[''] * 1e3:.1f} ms node by node")
+            except UserError as exc:  # every rank stops with rank 0's message instead of waiting for it
+                error = str(exc)
+        seconds, error = distributed.broadcast(self.d, (seconds, error))
+        if error:
+            raise UserError(error)
+        apply_edge_seconds(student_bg, seconds)
 
     def retrain(self, k: int, theta: float | None = None) -> Trial:
         """Prune the k lowest-gated blocks and the proxies gated under theta (default ``--theta``),

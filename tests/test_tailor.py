@@ -74,6 +74,9 @@ def test_latency_cost_is_measured_once_and_drives_the_choice(tmp_path):
     again = tailor(TailorConfig(**opts, resume=True), log=lambda m: None)
     assert costs.stat().st_mtime_ns == before
     assert {t["k"]: t["cost_share"] for t in again["sweep"]} == shares
+    costs.write_text('{"stem": 0.1}')
+    with pytest.raises(UserError, match="costs.json"):
+        tailor(TailorConfig(**opts, resume=True), log=lambda m: None)
 
 
 def test_tailored_module_loads_without_archsearch(tiny_run):

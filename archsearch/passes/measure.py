@@ -19,6 +19,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph
 
 
@@ -71,7 +72,7 @@ def measure_edge_seconds(bg: BlockGraph, batch: int, device: str | torch.device 
                 if attrs["kind"] != "proxy":
                     out[attrs["name"]] = sum(per_node.get(n, 0.0) for n in attrs["nodes"])
             for _, attrs in bg.iter_attrs("proxy"):
-                module = attrs["module"]
+                module = attrs["module"].to(device)
                 proxy_modes = _eval_modes(module)
                 source = torch.randn(batch, *attrs["in_shape"], device=device)
                 times = []
@@ -95,8 +96,9 @@ def apply_edge_seconds(bg: BlockGraph, seconds: dict[str, float]) -> None:
     """In place: give every edge its measured ``seconds`` and the graph the original's
     ``total_seconds``, which E[C] and ``BlockGraph.cost`` then use instead of MACs."""
     missing = [a["name"] for _, a in bg.iter_attrs() if a["name"] not in seconds]
-    if missing or seconds.get("", 0.0) <= 0:
-        raise ValueError(f"measured seconds lack edges {missing[:3]} or the network's total")
+    if missing or not isinstance(seconds.get(""), (int, float)) or seconds[""] <= 0:
+        raise UserError(f"the measured costs do not fit this network (missing: {', '.join(missing[:3]) or 'the total'}); "
+                        "delete the run's costs.json to measure again")
     for _, attrs in bg.iter_attrs():
         attrs["seconds"] = float(seconds[attrs["name"]])
     bg.g.graph["total_seconds"] = float(seconds[""])

@@ -356,16 +356,17 @@ class _Pipeline:
         if self.d.is_main:
             try:
                 if path.exists():
-                    seconds = read_json_dict(path, "delete it to measure again, or start a new run")
+                    seconds = read_json_dict(path, "start a new run to measure the costs again")
                 else:
                     clock = time.perf_counter()
-                    seconds = measure_edge_seconds(student_bg, self.cfg.batch_size, self.device)
+                    per_rank = max(1, self.cfg.batch_size // self.d.world_size)  # what each rank trains on
+                    seconds = measure_edge_seconds(student_bg, per_rank, self.device)
                     atomic_write_json(path, seconds)
                     self.timings["measure_costs"] = time.perf_counter() - clock
-                    self.log(f"measured {len(seconds) - 1} edges on {self.device} at batch {self.cfg.batch_size}: "
+                    self.log(f"measured {len(seconds) - 1} edges on {self.device} at batch {per_rank}: "
                              f"the original network takes {seconds[''] * 1e3:.1f} ms node by node")
-            except UserError as exc:  # every rank stops with rank 0's message instead of waiting for it
-                error = str(exc)
+            except Exception as exc:  # every rank stops with rank 0's message instead of waiting for it
+                error = str(exc) if isinstance(exc, UserError) else f"measuring the costs failed: {exc!r}"
         seconds, error = distributed.broadcast(self.d, (seconds, error))
         if error:
             raise UserError(error)

@@ -10,7 +10,7 @@ from archsearch.complexity import expected_complexity
 from archsearch.graph.trace import trace
 from archsearch.passes.codegen import build_module, gate_tensors, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
-from archsearch.passes.measure import apply_edge_seconds, measure_edge_seconds
+from archsearch.passes.measure import apply_edge_seconds, edge_key, measure_edge_seconds
 from archsearch.passes.prune import prune
 from randnets import rand_nets
 
@@ -142,16 +142,16 @@ def test_measured_costs_cover_every_edge_and_drive_expected_complexity(net, skip
     bg = insert_proxies(trace(net, INPUT), skips)
     student = build_module(bg, "student")
     seconds = measure_edge_seconds(bg, batch=2, repeats=2)
-    assert {a["name"] for _, a in bg.iter_attrs()} | {""} == set(seconds)
+    assert {edge_key(e) for e in bg.edges()} | {""} == set(seconds) and len(seconds) == len(bg.edges()) + 1
     assert all(v >= 0 for v in seconds.values()) and seconds[""] > 0
-    universal = sum(seconds[a["name"]] for _, a in bg.iter_attrs(("stem", "universal", "head")))
+    universal = sum(seconds[edge_key(e)] for e in bg.edges(("stem", "universal", "head")))
     assert universal <= seconds[""] * (1 + 1e-9)  # the network's other nodes (joins, post ops) fill the rest
     apply_edge_seconds(bg, seconds)
     _randomize_gates(student, seed)
     alpha = gate_tensors(bg, student)
     value = float(expected_complexity(bg, alpha).detach())
     assert abs(value - _direct_expected_complexity(bg, alpha, cost="latency")) < 1e-5
-    kept = sum(seconds[a["name"]] for _, a in bg.iter_attrs()) / seconds[""]
+    kept = sum(seconds[edge_key(e)] for e in bg.edges()) / seconds[""]
     assert abs(bg.cost() - kept) < 1e-9
 
 

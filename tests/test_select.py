@@ -48,6 +48,15 @@ def test_choose_prefers_the_leanest_within_tolerance_else_the_leanest_near_the_m
     assert choose(trials[1:], Trial(-1, 97.0, 100, 10, 9), teacher_accuracy=97.2, tolerance=0.5)[0].k == -1
 
 
+def test_choose_minimises_the_measured_cost_where_there_is_one():
+    student = Trial(-1, 90.0, 100, 10, 9, cost=1.2)
+    few_macs_slow = Trial(4, 97.0, 50, 6, 5, 0.05, cost=0.9)
+    more_macs_fast = Trial(2, 97.0, 80, 8, 7, 0.05, cost=0.3)
+    assert choose([few_macs_slow, more_macs_fast], student, teacher_accuracy=97.0, tolerance=0.5)[0].k == 2
+    by_macs = [Trial(t.k, t.accuracy, t.macs, t.params, t.blocks_kept, t.theta) for t in (few_macs_slow, more_macs_fast)]
+    assert choose(by_macs, Trial(-1, 90.0, 100, 10, 9), teacher_accuracy=97.0, tolerance=0.5)[0].k == 4
+
+
 @given(st.lists(st.tuples(st.integers(0, 20), st.floats(0, 100), st.integers(1, 1000)), min_size=1, max_size=8),
        st.floats(0, 100), st.floats(0, 100), st.floats(0, 5))
 def test_choice_reaches_the_floor_and_nothing_leaner_does(raw, student_acc, teacher, tolerance):

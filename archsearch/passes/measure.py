@@ -6,10 +6,14 @@ what one at the lowest resolution does (docs/results.md), so a network that keep
 and drops late ones runs slower than its MACs say. Measuring each edge on the device instead lets
 the search weigh blocks by what they cost there. Universal edges (and the stem and head) are timed
 node by node inside one forward pass of the pre-trained network, so each sees its input as the
-network leaves it; proxies are timed on their own, on a map of their input's shape.
+network leaves it; proxies are timed on their own, on a map of their input's shape. Both are
+approximations: node by node each operation pays the interpreter's small overhead (negligible on
+CPU at the training batch, less so on a GPU at small batches), and each proxy pays its own pooling,
+which in the generated modules proxies from one source share.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections import defaultdict
@@ -20,7 +24,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from archsearch.errors import UserError
-from archsearch.graph.blockgraph import BlockGraph
+from archsearch.graph.blockgraph import BlockGraph, Edge
 
 
 def _sync(device: torch.device) -> None:
@@ -51,12 +55,20 @@ def _eval_modes(module: nn.Module) -> dict[nn.Module, bool]:
     return modes
 
 
+def edge_key(e: Edge) -> str:
+    """An edge's key in the measurement: source, destination and kind (names alone can repeat, e.g. a
+    user model whose first block and classifier sit in one ModuleList)."""
+    return f"{e[0]}->{e[1]}:{e[2]}"
+
+
 def measure_edge_seconds(bg: BlockGraph, batch: int, device: str | torch.device = "cpu",
                          repeats: int = 5) -> dict[str, float]:
-    """Median seconds of one forward pass of each edge (by edge name) at ``batch``, and of the whole
-    pre-trained network node by node (key ``""``); one warm-up pass first."""
+    """Median seconds of one forward pass of each edge (by ``edge_key``) at ``batch``, and of the whole
+    pre-trained network node by node (key ``""``); one warm-up pass first. On CUDA the inputs are
+    channels-last, as in training there."""
     device = torch.device(device)
-    x = torch.randn(batch, *bg.g.graph["input_shape"], device=device)
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    x = torch.randn(batch, *bg.g.graph["input_shape"], device=device).contiguous(memory_format=layout)
     modes = _eval_modes(bg.gm)
     try:
         with torch.no_grad():
@@ -68,13 +80,15 @@ def measure_edge_seconds(bg: BlockGraph, batch: int, device: str | torch.device 
             per_node = {name: statistics.median(r[name] for r in runs[1:]) for name in runs[0]}
             out: dict[str, float] = defaultdict(float)
             out[""] = sum(per_node.values())
-            for _, attrs in bg.iter_attrs():
+            for e, attrs in bg.iter_attrs():
                 if attrs["kind"] != "proxy":
-                    out[attrs["name"]] = sum(per_node.get(n, 0.0) for n in attrs["nodes"])
-            for _, attrs in bg.iter_attrs("proxy"):
+                    out[edge_key(e)] = sum(per_node.get(n, 0.0) for n in attrs["nodes"])
+            for e, attrs in bg.iter_attrs("proxy"):
                 module = attrs["module"].to(device)
-                proxy_modes = _eval_modes(module)
+                modes.update({m: training for m, training in _eval_modes(module).items() if m not in modes})
                 source = torch.randn(batch, *attrs["in_shape"], device=device)
+                if source.dim() == 4:
+                    source = source.contiguous(memory_format=layout)
                 times = []
                 for i in range(repeats + 1):
                     _sync(device)
@@ -83,9 +97,7 @@ def measure_edge_seconds(bg: BlockGraph, batch: int, device: str | torch.device 
                     _sync(device)
                     if i:
                         times.append(time.perf_counter() - start)
-                for m, training in proxy_modes.items():
-                    m.train(training)
-                out[attrs["name"]] = statistics.median(times)
+                out[edge_key(e)] = statistics.median(times)
     finally:
         for m, training in modes.items():
             m.train(training)
@@ -95,10 +107,14 @@ def measure_edge_seconds(bg: BlockGraph, batch: int, device: str | torch.device 
 def apply_edge_seconds(bg: BlockGraph, seconds: dict[str, float]) -> None:
     """In place: give every edge its measured ``seconds`` and the graph the original's
     ``total_seconds``, which E[C] and ``BlockGraph.cost`` then use instead of MACs."""
-    missing = [a["name"] for _, a in bg.iter_attrs() if a["name"] not in seconds]
-    if missing or not isinstance(seconds.get(""), (int, float)) or seconds[""] <= 0:
-        raise UserError(f"the measured costs do not fit this network (missing: {', '.join(missing[:3]) or 'the total'}); "
-                        "delete the run's costs.json to measure again")
-    for _, attrs in bg.iter_attrs():
-        attrs["seconds"] = float(seconds[attrs["name"]])
+    def ok(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+    keys = [edge_key(e) for e in bg.edges()]
+    bad = [k for k in keys if not ok(seconds.get(k))]
+    if bad or not ok(seconds.get("")) or seconds[""] <= 0:
+        raise UserError(f"the run's measured costs (costs.json) do not fit this network (missing or not a time: "
+                        f"{', '.join(bad[:3]) or 'the total'}); start a new run to measure them again")
+    for e, attrs in bg.iter_attrs():
+        attrs["seconds"] = float(seconds[edge_key(e)])
     bg.g.graph["total_seconds"] = float(seconds[""])

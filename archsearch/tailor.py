@@ -484,6 +484,23 @@ def undertrained_teacher(feature_accuracy: float, teacher_accuracy: float, epoch
             "look better than they are; rerun with more --teacher-epochs (small datasets with many classes need tens)")
 
 
+# Optimizer steps of one retraining under the full defaults on the data they were sized on
+# (12 epochs of 8,000 images at batch 64; docs/design-choices.md, *Stage lengths*).
+REFERENCE_RETRAIN_STEPS = 12 * 125
+
+
+def short_retraining(within: bool, steps: int, epochs: int) -> str | None:
+    """A hint when no network reached the tolerance and each retraining ran far fewer steps than the
+    defaults were sized on: epochs are per pass over the data, so a small dataset gets few steps, and
+    on ResNet-56 → notMNIST (2,000 images) 24 epochs instead of 12 gained 1.3–1.7 points (docs/results.md)."""
+    if within or steps * 2 > REFERENCE_RETRAIN_STEPS:
+        return None
+    more = max(epochs + 1, -(-REFERENCE_RETRAIN_STEPS * epochs // max(steps, 1)))
+    return (f"no network reached the tolerance, and each retraining ran only {steps} optimizer steps "
+            f"({epochs} epochs of this dataset; the defaults were sized on about {REFERENCE_RETRAIN_STEPS}): "
+            f"longer retraining may close the gap (--retrain-epochs {more})")
+
+
 def not_faster(latency: dict[str, dict[str, float]], batch: str = "batch32") -> str | None:
     """A warning when the tailored network measured no faster than the original: fewer MACs, but the
     proxies it keeps cost more time than the blocks it removed (docs/results.md, Fashion-MNIST)."""
@@ -533,9 +550,10 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     latency = {f"batch{b}": median_latency({"original": original_module, "tailored": slim}, source.input_shape, b,
                                            device=p.device) for b in (1, 32)}
     slower = not_faster(latency)
-    if slower:
-        warnings.append(slower)
-        log(f"warning: {slower}")
+    short = short_retraining(within, len(p.train_loader) * cfg.retrain_epochs, cfg.retrain_epochs)
+    for warning in filter(None, (slower, short)):
+        warnings.append(warning)
+        log(f"warning: {warning}")
 
     arch = architecture_dict(p.trained_bg, final_bg, name=f"{source.name} → {data.name}")
     setattr(slim, ARCHITECTURE_ATTR, json.dumps(arch, sort_keys=True))

@@ -211,6 +211,15 @@ def test_report_warns_when_the_tailored_network_is_not_faster():
     assert "114.8 → 126.5 ms" in warning and "batch 32" in warning and "--theta" in warning
 
 
+def test_report_hints_at_longer_retraining_when_short_and_not_within_tolerance():
+    from archsearch.tailor import short_retraining
+
+    assert short_retraining(True, 384, 12) is None           # within tolerance: nothing to say
+    assert short_retraining(False, 1500, 12) is None         # the regime the defaults were sized on
+    hint = short_retraining(False, 384, 12)                  # ResNet-56 -> notMNIST, 2,000 images
+    assert "384 optimizer steps" in hint and "--retrain-epochs 47" in hint
+
+
 def test_gamma1_defaults_to_the_number_of_universal_blocks(tiny_run):
     import backbones
     from archsearch.graph.trace import trace

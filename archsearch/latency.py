@@ -10,9 +10,10 @@ import torch
 
 @torch.no_grad()
 def interleaved_latency(models: dict[str, Callable[[torch.Tensor], object]], input_shape: tuple[int, ...],
-                        batch: int, repeats: int = 15, warmup: int = 3, device: str = "cpu") -> dict[str, float]:
+                        batch: int, repeats: int = 15, warmup: int = 3, device: str = "cpu",
+                        memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, float]:
     """Median seconds per forward pass of each model; runs alternate so machine noise hits all alike."""
-    x = torch.randn((batch, *input_shape), device=device)
+    x = torch.randn((batch, *input_shape), device=device).contiguous(memory_format=memory_format)
     times: dict[str, list[float]] = {name: [] for name in models}
     for i in range(warmup + repeats):
         for name, fn in models.items():

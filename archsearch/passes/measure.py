@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections import defaultdict
 from typing import Any
 
 import torch
@@ -25,6 +24,7 @@ import torch.nn as nn
 
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph, Edge
+from archsearch.latency import interleaved_latency
 
 
 def _sync(device: torch.device) -> None:
@@ -78,30 +78,20 @@ def measure_edge_seconds(bg: BlockGraph, batch: int, device: str | torch.device 
                 timer.run(x)
                 runs.append(timer.seconds)
             per_node = {name: statistics.median(r[name] for r in runs[1:]) for name in runs[0]}
-            out: dict[str, float] = defaultdict(float)
-            out[""] = sum(per_node.values())
+            out = {"": sum(per_node.values())}
             for e, attrs in bg.iter_attrs():
                 if attrs["kind"] != "proxy":
                     out[edge_key(e)] = sum(per_node.get(n, 0.0) for n in attrs["nodes"])
             for e, attrs in bg.iter_attrs("proxy"):
                 module = attrs["module"].to(device)
                 modes.update({m: training for m, training in _eval_modes(module).items() if m not in modes})
-                source = torch.randn(batch, *attrs["in_shape"], device=device)
-                if source.dim() == 4:
-                    source = source.contiguous(memory_format=layout)
-                times = []
-                for i in range(repeats + 1):
-                    _sync(device)
-                    start = time.perf_counter()
-                    module(source)
-                    _sync(device)
-                    if i:
-                        times.append(time.perf_counter() - start)
-                out[edge_key(e)] = statistics.median(times)
+                out[edge_key(e)] = interleaved_latency({"proxy": module}, tuple(attrs["in_shape"]), batch,
+                                                       repeats=repeats, warmup=1, device=str(device),
+                                                       memory_format=layout)["proxy"]
     finally:
         for m, training in modes.items():
             m.train(training)
-    return dict(out)
+    return out
 
 
 def apply_edge_seconds(bg: BlockGraph, seconds: dict[str, float]) -> None:

@@ -60,8 +60,6 @@ def bisect_k(first_guess: int, num_blocks: int, is_ok: Callable[[int], bool], ma
         if first_bad - best_ok <= 1:
             return
         k = (best_ok + first_bad) // 2 if best_ok >= 0 else first_bad // 2
-        if best_ok < 0 and first_bad == 0:
-            return
 
 
 def accuracy_floor(trials: list[Trial], student: Trial, teacher_accuracy: float,

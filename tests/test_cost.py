@@ -78,3 +78,114 @@ def test_a_pre_activation_stays_with_its_block():
     assert bg.node("x1")["post"] == []
     second = bg.edge(("x1", "x2", "universal"))["nodes"]
     assert any("pre" in n for n in second)
+
+
+class ConvUnit(nn.Module):
+    """A user's module that fx keeps whole when named a leaf."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)))
+
+
+class LeafNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), ConvUnit(8), ConvUnit(8)
+        self.mid, self.c = ConvUnit(8), ConvUnit(8)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = x + self.b(self.a(x))
+        x = self.mid(x)
+        x = x + self.c(x)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_leaf_module_costs_what_its_layers_cost():
+    inlined, leaf = trace(LeafNet(), (3, 8, 8)), trace(LeafNet(), (3, 8, 8), [ConvUnit])
+    assert leaf.total_macs == inlined.total_macs == 8 * 8 * 8 * 27 + 4 * 8 * 8 * 8 * 72 + 16
+    # the straight leaf between the two residual blocks does real work, so it is a block of its own
+    assert [e[1] for e in leaf.universal()] == [e[1] for e in inlined.universal()]
+    assert len(leaf.universal()) == 3
+
+
+def test_a_matrix_product_is_counted():
+    class Attend(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x @ x.transpose(1, 2)
+
+    assert _macs_by_node(Attend(), (5, 7))["matmul"] == 5 * 5 * 7
+
+
+class SplitBlock(nn.Module):
+    """ShuffleNet-style: half the channels pass, half go through a conv; the halves meet in a concat."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c // 2, c // 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, 1)
+        return torch.cat([a, torch.relu(self.conv(b))], 1)
+
+
+class SplitNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.Sequential(SplitBlock(8), SplitBlock(8), SplitBlock(8))
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def test_a_node_yielding_several_tensors_is_not_a_block_boundary():
+    from archsearch.passes.codegen import build_module
+
+    net = SplitNet().eval()
+    bg = trace(net, (3, 8, 8))
+    assert len(bg.universal()) == 3
+    assert all(bg.node(n)["shape"] == (8, 8, 8) for n in bg.block_nodes())
+    student = build_module(insert_proxies(bg, 1), "student").eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert student(x)[0].shape == net(x).shape
+
+
+def test_a_new_convolutional_classifier_keeps_the_old_ones_settings():
+    from archsearch.graph.classifier import replace_classifier
+
+    class ConvHead(SplitNet):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Conv2d(8, 2, 3, padding=2, dilation=2, padding_mode="reflect")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.blocks(self.stem(x))).mean((2, 3))
+
+    bg = replace_classifier(trace(ConvHead(), (3, 8, 8)), 5)
+    new = bg.gm.get_submodule("fc")
+    assert (new.out_channels, new.dilation, new.padding_mode) == (5, (2, 2), "reflect")
+
+
+def test_task_parameters_are_the_classifiers_proxies_and_gates():
+    from archsearch.graph.classifier import replace_classifier
+
+    class FrozenHead(SplitNet):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head_bn = nn.BatchNorm2d(8)  # pre-trained, frozen: shared, not the task's
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.head_bn(self.blocks(self.stem(x))).mean((2, 3)))
+
+    bg = insert_proxies(replace_classifier(trace(FrozenHead(), (3, 8, 8)), 5), 1)
+    gates = sum(len(bg.in_edges(n)) for n in bg.block_nodes() if len(bg.in_edges(n)) > 1)
+    proxies = sum(p.numel() for e in bg.proxies() for p in bg.edge(e)["module"].parameters())
+    assert bg.task_params() == 8 * 5 + 5 + proxies + gates

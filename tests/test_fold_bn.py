@@ -73,3 +73,13 @@ def test_a_shared_convolution_is_left_alone():
 def test_trainable_modules_are_left_alone():
     gm = fx.symbolic_trace(_randomize(Plain()).requires_grad_(True))
     assert fold_frozen_batchnorms(gm) == 0
+
+
+def test_a_proxy_folds_on_the_device_it_trained_on():
+    """Proxies without a bias get a zero bias beside their weight, not on the CPU (a GPU run's fold)."""
+    from archsearch.nn.fold import fold_proxy
+    from archsearch.nn.proxy import make_proxy
+
+    proxy = make_proxy((8, 4, 4), (8, 4, 4), block_macs=0).to("meta").eval()
+    steps = fold_proxy(proxy, 0.5)
+    assert all(s.weight.device.type == s.bias.device.type == "meta" for s in steps if s.kind == "conv")

@@ -129,6 +129,14 @@ class BlockGraph:
         """Cost of the network this graph describes as a share of the original's (see cost_share)."""
         return sum(self.cost_share(e) for e in self.edges())
 
+    def task_params(self) -> int:
+        """Parameters a task adds to the shared blocks: its proxies, its classifier, and one gate per
+        edge into a node that sums several (the head's other layers are frozen, so shared)."""
+        classifier = self.g.graph.get("classifier")
+        head = sum(p.numel() for p in self.gm.get_submodule(classifier).parameters()) if classifier else 0
+        gates = sum(len(self.in_edges(n)) for n in self.block_nodes() if len(self.in_edges(n)) > 1)
+        return head + gates + sum(self.edge(e)["params"] for e in self.proxies())
+
     def params(self) -> int:
         """Parameters of the network this graph describes (its edges and the nodes' trailing ops),
         each tensor once however many edges read it (a module called twice is one module)."""

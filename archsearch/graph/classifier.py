@@ -21,8 +21,10 @@ def replace_classifier(bg: BlockGraph, num_classes: int) -> BlockGraph:
     if isinstance(old, nn.Linear):
         new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
     else:
-        new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding,
-                        bias=old.bias is not None)
+        # one output per class: a grouped classifier keeps its groups only where they divide the classes
+        groups = old.groups if num_classes % old.groups == 0 else 1
+        new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding, old.dilation,
+                        groups, bias=old.bias is not None, padding_mode=old.padding_mode)
     bg.gm.set_submodule(target, new)
     propagate_shapes(bg.gm, bg.g.graph["input_shape"])
     return build_block_graph(bg.gm, bg.g.graph["input_shape"])

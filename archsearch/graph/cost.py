@@ -1,11 +1,12 @@
 """Cost of fx nodes: multiply-accumulates (per sample) and parameters.
 
-MACs count convolutions and linear layers only (the paper's "FLOPs"); batch-norm, activations,
-pooling and additions are free. Counts are per sample, from the shapes ShapeProp recorded.
+MACs count convolutions, linear layers and matrix products only (the paper's "FLOPs"); batch-norm,
+activations, pooling and additions are free. Counts are per sample, from the shapes ShapeProp recorded.
 """
 from __future__ import annotations
 
 import math
+import operator
 from typing import Iterable
 
 import torch
@@ -30,21 +31,40 @@ def _get_attr(gm: fx.GraphModule, target: str) -> torch.Tensor:
     return obj
 
 
+def _layer_macs(mod: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int | None:
+    """MACs of one conv, transposed conv or linear layer for its in/out shapes; None for other modules."""
+    if isinstance(mod, nn.modules.conv._ConvTransposeNd):  # each input value meets out/groups kernels
+        return _per_sample(in_shape) * (mod.out_channels // mod.groups) * math.prod(mod.kernel_size)
+    if isinstance(mod, nn.modules.conv._ConvNd):
+        return _per_sample(out_shape) * (mod.in_channels // mod.groups) * math.prod(mod.kernel_size)
+    if isinstance(mod, nn.Linear):
+        return _per_sample(out_shape) * mod.in_features
+    return None
+
+
+_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
+_MATMULS = (torch.matmul, torch.bmm, torch.mm, operator.matmul)
+
+
 def node_macs(gm: fx.GraphModule, node: fx.Node) -> int:
-    """Multiply-accumulates of one fx node for one sample (0 for free operations)."""
+    """Multiply-accumulates of one fx node for one sample (0 for free operations).
+
+    A module fx kept whole (a user's leaf module) is counted by running it once on a zero sample."""
     out = _shape(node)
     if out is None:
         return 0
+    args = [a for a in node.args if isinstance(a, fx.Node)]
+    src = _shape(args[0]) if args else None
     if node.op == "call_module":
         mod = gm.get_submodule(node.target)
-        if isinstance(mod, nn.modules.conv._ConvTransposeNd):  # each input value meets out/groups kernels
-            src = _shape(node.args[0]) if isinstance(node.args[0], fx.Node) else None
-            return _per_sample(src) * (mod.out_channels // mod.groups) * math.prod(mod.kernel_size) if src else 0
-        if isinstance(mod, nn.modules.conv._ConvNd):
-            return _per_sample(out) * (mod.in_channels // mod.groups) * math.prod(mod.kernel_size)
-        if isinstance(mod, nn.Linear):
-            return _per_sample(out) * mod.in_features
-        return 0
+        if src is None:
+            return 0
+        macs = _layer_macs(mod, src, out)
+        if macs is not None:
+            return macs
+        if len(args) != 1 or not any(isinstance(m, _LAYERS) for m in mod.modules()):
+            return 0
+        return module_macs(mod, src[1:])
     if node.op == "call_function" and node.target in (F.conv1d, F.conv2d, F.conv3d, F.linear):
         weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
         if not isinstance(weight, fx.Node) or weight.op != "get_attr":
@@ -53,6 +73,8 @@ def node_macs(gm: fx.GraphModule, node: fx.Node) -> int:
         if node.target is F.linear:
             return _per_sample(out) * w.shape[1]
         return _per_sample(out) * math.prod(w.shape[1:])
+    if node.op == "call_function" and node.target in _MATMULS and src is not None and len(src) >= 2:
+        return _per_sample(out) * src[-1]  # each output value sums over the first operand's last dim
     return 0
 
 
@@ -82,24 +104,21 @@ def count_params(tensors: Iterable[torch.Tensor]) -> int:
 
 
 def module_macs(module: nn.Module, in_shape: tuple[int, ...]) -> int:
-    """MACs of a small task-specific module (a proxy) for one sample of shape ``in_shape``."""
+    """MACs of a small module (a proxy, a user's leaf module) for one sample of shape ``in_shape``."""
     total = 0
+    device = next(module.parameters(), torch.empty(0)).device
 
     def hook(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
         nonlocal total
-        if isinstance(mod, nn.modules.conv._ConvTransposeNd):
-            total += _per_sample(tuple(inp[0].shape)) * (mod.out_channels // mod.groups) * math.prod(mod.kernel_size)
-        elif isinstance(mod, nn.modules.conv._ConvNd):
-            total += _per_sample(tuple(out.shape)) * (mod.in_channels // mod.groups) * math.prod(mod.kernel_size)
-        elif isinstance(mod, nn.Linear):
-            total += _per_sample(tuple(out.shape)) * mod.in_features
+        if inp and isinstance(inp[0], torch.Tensor) and isinstance(out, torch.Tensor):
+            total += _layer_macs(mod, tuple(inp[0].shape), tuple(out.shape)) or 0
 
     handles = [m.register_forward_hook(hook) for m in module.modules()]
     was_training = module.training
     try:
         module.eval()
         with torch.no_grad():
-            module(torch.zeros((1, *in_shape)))
+            module(torch.zeros((1, *in_shape), device=device))
     finally:
         module.train(was_training)
         for h in handles:

@@ -6,8 +6,6 @@ blocks faded and a report can count what was kept without torch or the search co
 """
 from __future__ import annotations
 
-import json
-
 from archsearch.graph.blockgraph import INPUT, OUTPUT, BlockGraph
 from archsearch.graph.gates import alphas
 
@@ -32,10 +30,6 @@ def architecture_dict(student: BlockGraph, tailored: BlockGraph | None = None, n
         "name": name, "input_shape": list(student.g.graph["input_shape"]), "nodes": nodes, "edges": edges,
         "totals": {"original_macs": student.total_macs, "original_params": student.total_params,
                    "macs": sum(e["macs"] for e in live_edges), "params": final.params(),
-                   "task_specific_params": sum(e["params"] for e in live_edges if e["kind"] in ("proxy", "head"))},
+                   "task_specific_params": final.task_params()},
     }
 
-
-def architecture_json(student: BlockGraph, tailored: BlockGraph | None = None, name: str = "") -> str:
-    """:func:`architecture_dict` as deterministic JSON text."""
-    return json.dumps(architecture_dict(student, tailored, name), sort_keys=True)

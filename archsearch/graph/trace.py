@@ -225,7 +225,9 @@ def _classifier(gm: fx.GraphModule, head: list[fx.Node]) -> str | None:
 def build_block_graph(gm: fx.GraphModule, input_shape: Sequence[int]) -> BlockGraph:
     """Cut a shape-propagated GraphModule into a BlockGraph (no proxies yet)."""
     flow, source, result = _flow(gm)
-    stem, blocks, head = _group(gm, flow, find_cuts(flow))
+    # a node that yields several tensors (chunk, split) is not a boundary: no single map crosses it
+    cuts = [c for c in find_cuts(flow) if _shape(flow[c]) is not None]
+    stem, blocks, head = _group(gm, flow, cuts)
     g = nx.MultiDiGraph()
     g.add_node(INPUT, index=-1, shape=tuple(input_shape), fx=source.name, pre=source.name, post=[])
     x0 = stem[-1] if stem else source

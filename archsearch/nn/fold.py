@@ -42,7 +42,7 @@ def fold_proxy(proxy: nn.Sequential, scale: float = 1.0) -> list[Step]:
         elif isinstance(layer, nn.Conv2d):
             index = i
             weight = layer.weight.detach()
-            bias = layer.bias.detach() if layer.bias is not None else torch.zeros(layer.out_channels)
+            bias = layer.bias.detach() if layer.bias is not None else weight.new_zeros(layer.out_channels)
             if i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d):
                 bn = layers[i + 1]
                 weight, bias = fuse_conv_bn_weights(weight, bias, bn.running_mean, bn.running_var, bn.eps,

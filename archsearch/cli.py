@@ -183,7 +183,8 @@ def inspect(backbone, model_spec, weights, input_size, leaf_modules, skips, as_j
 @click.option("--epochs", default=6, show_default=True, help="Training epochs (SGD, cosine learning rate).")
 @click.option("--batch-size", default=128, show_default=True, help="Images per step.")
 @click.option("--lr", default=0.1, show_default=True, help="Initial learning rate.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the data subset, shuffling and initial weights.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the data subset, shuffling and initial weights.")
 @click.option("--train-limit", type=int, help="Train on at most this many images (a seeded subset).")
 @click.option("-o", "--output", default=None, metavar="FILE",
               help="Where to save the weights  [default: ./BACKBONE-DATA.pt]")

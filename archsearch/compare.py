@@ -90,7 +90,7 @@ def compare(run: Path, batches: list[int], threads: list[int], rounds: int = 5, 
             torch.set_num_threads(n or default_threads)
             for b in batches:
                 log(f"timing batch {b}, {n or default_threads} threads: {rounds} rounds of {repeats} passes each")
-                t = latency_rounds(models, tuple(report["input_shape"]), b, rounds, repeats, device)
+                t = latency_rounds(models, tuple(report["input_shape"]), b, rounds, repeats, device, layout)
                 speedups = [o / s for o, s in zip(t["original"], t["tailored"])]
                 rows.append({"threads": n or default_threads, "batch": b,
                              "original_ms": statistics.median(t["original"]) * 1e3,

@@ -36,16 +36,19 @@ def latency_setting(device: str | torch.device) -> str:
 
 
 def latency_rounds(models: dict[str, Callable[[torch.Tensor], object]], input_shape: tuple[int, ...], batch: int,
-                   rounds: int, repeats: int = 10, device: str = "cpu") -> dict[str, list[float]]:
+                   rounds: int, repeats: int = 10, device: str = "cpu",
+                   memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, list[float]]:
     """Per model, the median of each of ``rounds`` independent interleaved measurements: on a shared
     machine a single measurement can land in a slow moment that hits a small network hardest."""
-    per_round = [interleaved_latency(models, input_shape, batch, repeats=repeats, device=device) for _ in range(rounds)]
+    per_round = [interleaved_latency(models, input_shape, batch, repeats=repeats, device=device,
+                                     memory_format=memory_format) for _ in range(rounds)]
     return {name: [r[name] for r in per_round] for name in models}
 
 
 def median_latency(models: dict[str, Callable[[torch.Tensor], object]], input_shape: tuple[int, ...], batch: int,
-                   rounds: int = 3, repeats: int = 5, device: str = "cpu") -> dict[str, float]:
+                   rounds: int = 3, repeats: int = 5, device: str = "cpu",
+                   memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, float]:
     """Median over ``rounds`` interleaved measurements of each model's seconds per pass: one figure per
     model that a slow moment of a shared machine moves less than a single measurement."""
-    per_round = latency_rounds(models, input_shape, batch, rounds, repeats, device)
+    per_round = latency_rounds(models, input_shape, batch, rounds, repeats, device, memory_format)
     return {name: statistics.median(times) for name, times in per_round.items()}

@@ -12,7 +12,8 @@ def summary(report: dict) -> str:
     lat32 = report["latency_seconds"]["batch32"]
     mac_ratio = report["original_macs"] / max(report["tailored_macs"], 1)
     lines = [
-        f"archsearch: {report['backbone']} tailored to {report['dataset']}  ({report['run_dir']})",
+        f"archsearch: {report['backbone']} tailored to {report['dataset']}"
+        + (f"  ({report['run_dir']})" if "run_dir" in report else ""),
         f"  accuracy     teacher {report['teacher_accuracy']:.2f} %   tailored {report['tailored_accuracy']:.2f} %   "
         f"({'within' if report['within_tolerance'] else 'NOT within'} {report['tolerance']} points)"
         + (f"   feature extraction {report['feature_extraction_accuracy']:.2f} %"

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -106,7 +106,6 @@ class TailorConfig:
     fp32_targets: bool = False
     resume: bool = False
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     @property
     def is_demo(self) -> bool:
@@ -124,6 +123,13 @@ class TailorConfig:
         """Reject impossible options early, each with one clear line."""
         self.fill_epochs()
         parse_skips(self.skips)
+        for option, value in (("--gamma1", self.gamma1), ("--gamma2", self.gamma2), ("--tolerance", self.tolerance),
+                              ("--theta", self.theta), ("--lr", self.lr), ("--student-lr", self.student_lr),
+                              ("--gate-lr", self.gate_lr), ("--test-fraction", self.test_fraction)):
+            if value is not None and not math.isfinite(value):
+                raise UserError(f"{option} must be a finite number, not {value}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be 0 or more, not {self.seed}")
         if self.gamma1 is not None and self.gamma1 < 0:
             raise UserError(f"--gamma1 must be 0 or more (0 turns the complexity term off), not {self.gamma1}")
         if self.tolerance < 0:
@@ -212,10 +218,7 @@ class RunDir:
                                 "resume with the same options or choose a new --out")
         elif config.exists() and any((root / "checkpoints").iterdir()):
             raise UserError(f"'{root}' already holds a run; pass --resume to continue it or choose a new --out")
-        try:
-            atomic_write_json(config, cfg.comparable())
-        except OSError as exc:
-            raise UserError(f"the output directory '{root}' is not writable ({exc.strerror}); choose another --out") from exc
+        atomic_write_json(config, cfg.comparable())
 
     @classmethod
     def existing(cls, path: Path) -> "RunDir":
@@ -259,13 +262,6 @@ def _logits(module: fx.GraphModule) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: module(x)[0]
 
 
-def task_specific_params(bg: BlockGraph) -> int:
-    """Parameters a task adds to the shared blocks: its proxies, its classifier and its gates."""
-    head = bg.edge(bg.in_edges("logits")[0])["params"]
-    gates = sum(len(bg.in_edges(n)) for n in bg.block_nodes() if len(bg.in_edges(n)) > 1)
-    return head + gates + sum(bg.edge(e)["params"] for e in bg.proxies())
-
-
 class _Pipeline:
     """The stages of one run, sharing its data loaders, teacher and checkpoints."""
 
@@ -278,11 +274,14 @@ class _Pipeline:
         self.trials: dict[tuple[int, float], tuple[Trial, BlockGraph, dict]] = {}
         self.place(bg.gm)
 
+    @property
+    def layout(self) -> torch.memory_format:
+        """Channels-last on GPU, where convolutions prefer it; NCHW on CPU (docs/results.md, *Channels-last*)."""
+        return torch.channels_last if self.device.startswith("cuda") else torch.contiguous_format
+
     def place(self, module: nn.Module) -> nn.Module:
-        """Move a module to this rank's device (channels-last on GPU, where convolutions prefer it)."""
-        if self.device.startswith("cuda"):
-            return module.to(self.device, memory_format=torch.channels_last)
-        return module.to(self.device)
+        """Move a module to this rank's device, in its layout."""
+        return module.to(self.device, memory_format=self.layout)
 
     def _fit(self, stage) -> None:
         run_stage(stage, self.train_loader, self.device, resume=True, progress=self.cfg.progress, seed=self.cfg.seed,
@@ -332,6 +331,7 @@ class _Pipeline:
         clock = time.perf_counter()
         classifier = self.bg.g.graph["classifier"]
         self.bg.gm.get_submodule(classifier).load_state_dict(self.teacher.get_submodule(classifier).state_dict())
+        torch.manual_seed(self.cfg.seed)  # new proxies start alike whether or not earlier stages ran in this process
         student_bg = insert_proxies(self.bg, self.cfg.skips)
         self.student = self.place(build_module(student_bg, "student", "all"))
         if self.cfg.cost == "latency":
@@ -548,7 +548,8 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
         slim_error = float((slim(probe) - pruned_student(probe)[0]).abs().max())
     original_module = build_module(p.teacher_bg, "slim", "logits").eval()
     latency = {f"batch{b}": median_latency({"original": original_module, "tailored": slim}, source.input_shape, b,
-                                           device=p.device) for b in (1, 32)}
+                                           device=p.device, memory_format=p.layout) for b in (1, 32)}
+    slim.cpu(), bg.gm.cpu()  # what the run saves loads on any machine
     slower = not_faster(latency)
     short = short_retraining(within, len(p.train_loader) * cfg.retrain_epochs, cfg.retrain_epochs)
     for warning in filter(None, (slower, short)):
@@ -576,7 +577,7 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
         **({"tailored_cost_share": chosen.cost} if chosen.cost is not None else {}),
         "original_macs": bg.total_macs, "tailored_macs": final_bg.macs(),
         "original_params": bg.total_params, "tailored_params": final_bg.params(),
-        "task_specific_params": task_specific_params(final_bg),
+        "task_specific_params": final_bg.task_params(),
         "universal_blocks_total": len(bg.universal()), "universal_blocks_kept": len(final_bg.universal()),
         "removed_blocks": removed_blocks(p.trained_bg, final_bg),
         "sweep": [t.as_dict() for t, _, _ in sorted(p.trials.values(), key=lambda v: (v[0].k, v[0].theta))],

@@ -215,6 +215,9 @@ def test_idx_counts_disagree(tmp_path):
     (["--leaf", "NoSuchModule"], "NoSuchModule"),
     (["--theta-sweep", "0.01"], "--theta-sweep"),
     (["--theta-sweep", "0.3,0.2"], "--theta-sweep"),
+    (["--tolerance", "nan"], "--tolerance"),
+    (["--gamma2", "inf"], "--gamma2"),
+    (["--seed", "-1"], "--seed"),
 ])
 def test_impossible_options(tmp_path, args, fragment):
     assert_one_line_error(run(tailor_args(tmp_path, *args)), fragment)
@@ -300,6 +303,7 @@ def test_latency_of_a_run_whose_network_is_a_state_dict(tmp_path):
     (["--batch-size", "0"], "--batch-size"),
     (["--lr", "-1"], "--lr"),
     (["--backbone", "nonesuch"], "nonesuch"),
+    (["--seed", "-1"], "--seed"),
 ])
 def test_pretrain_rejects_options_before_training(tmp_path, args, fragment):
     assert_one_line_error(run(["pretrain", "--quiet", "-o", str(tmp_path / "w.pt"), *args]), fragment)

@@ -28,7 +28,7 @@ def test_median_latency_is_the_median_of_independent_rounds(monkeypatch):
                    {"original": 0.10, "tailored": 0.07}])
     seen = []
 
-    def one_round(models, input_shape, batch, repeats, device):
+    def one_round(models, input_shape, batch, repeats, device, memory_format):
         seen.append((batch, repeats, device))
         return next(rounds)
 

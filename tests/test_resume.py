@@ -23,8 +23,23 @@ def _args(tmp: Path, out: Path) -> list[str]:
             "--student-epochs", "8", "--retrain-epochs", "8", "--sweep", "1,3", "--batch-size", "16"]
 
 
+RESULTS = ("teacher_accuracy", "student_accuracy", "tailored_accuracy", "tailored_macs", "chosen_k", "chosen_theta")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """The run directory of the same run never stopped."""
+    tmp = tmp_path_factory.mktemp("whole")
+    (tmp / "tiny.py").write_text(USER_MODEL)
+    tiny_data(tmp / "d.npz")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(_args(tmp, tmp / "run"), cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return tmp / "run"
+
+
 @pytest.mark.parametrize("stage", ["teacher", "student", "retrain-k1"])
-def test_sigkill_in_stage_then_resume_completes(tmp_path, stage):
+def test_sigkill_in_stage_then_resume_completes(tmp_path, stage, uninterrupted):
     (tmp_path / "tiny.py").write_text(USER_MODEL)
     tiny_data(tmp_path / "d.npz")
     out = tmp_path / "run"
@@ -49,3 +64,9 @@ def test_sigkill_in_stage_then_resume_completes(tmp_path, stage):
     assert [t["k"] for t in report["sweep"] if t["theta"] == 0.05] == [1, 3]
     assert {"teacher_accuracy", "tailored_accuracy", "tailored_macs", "within_tolerance"} <= set(report)
     assert torch.load(ckpt, weights_only=False)["done"]
+    # killed mid-epoch, resumed from the last finished epoch: the same training, the same network
+    whole = json.loads((uninterrupted / "report.json").read_text())
+    assert {k: report[k] for k in RESULTS} == {k: whole[k] for k in RESULTS}
+    resumed, reference = (torch.load(d / "tailored.pt", weights_only=False).state_dict() for d in (out, uninterrupted))
+    assert resumed.keys() == reference.keys()
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)

@@ -63,7 +63,8 @@ def wrap(d: Dist, module: nn.Module) -> nn.Module:
 
 
 def all_reduce_sum(d: Dist, values: list[float], device: str = "cpu") -> list[float]:
-    """Sum numbers over all ranks (every rank gets the total)."""
+    """Sum numbers over all ranks (every rank gets the total); ``device`` must suit the backend
+    (this rank's GPU under NCCL)."""
     if not d.enabled:
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device)

@@ -6,6 +6,7 @@ count, so ``--resume`` continues from the last finished epoch of the stage a run
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -61,7 +62,7 @@ def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, 
         x, y = x.to(device), y.to(device)
         correct += int((forward(x).argmax(1) == y).sum())
         total += int(y.numel())
-    correct, total = all_reduce_sum(d, [correct, total])
+    correct, total = all_reduce_sum(d, [correct, total], device)  # NCCL reduces GPU tensors only
     return 100.0 * correct / max(total, 1)
 
 
@@ -87,7 +88,12 @@ def run_stage(stage: Stage, train_loader: DataLoader, device: str, *, resume: bo
             return stage.history
     step_index = start * len(train_loader)
     for epoch in range(start, stage.epochs):
-        torch.manual_seed(seed * 1000 + epoch)
+        # every random draw of an epoch (shuffle included) follows from the seed, the stage and the
+        # epoch alone, so a resumed run trains exactly as an uninterrupted one
+        epoch_seed = seed * 1000 + epoch + zlib.crc32(stage.name.encode())
+        torch.manual_seed(epoch_seed)
+        if getattr(train_loader, "generator", None) is not None:
+            train_loader.generator.manual_seed(epoch_seed)
         if hasattr(train_loader.sampler, "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
         stage.train_mode(True)

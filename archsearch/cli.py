@@ -23,7 +23,7 @@ def user_errors(fn: Callable) -> Callable:
             if ctx.find_root().params.get("debug"):
                 raise
             click.echo(f"archsearch: error: {exc}", err=True)
-            ctx.exit(2)
+            ctx.exit(UserError.exit_code)
         except KeyboardInterrupt:
             hint = "; run the same command with --resume to continue" if "resume" in ctx.params else ""
             click.echo(f"archsearch: interrupted{hint}", err=True)

@@ -189,3 +189,41 @@ def test_task_parameters_are_the_classifiers_proxies_and_gates():
     gates = sum(len(bg.in_edges(n)) for n in bg.block_nodes() if len(bg.in_edges(n)) > 1)
     proxies = sum(p.numel() for e in bg.proxies() for p in bg.edge(e)["module"].parameters())
     assert bg.task_params() == 8 * 5 + 5 + proxies + gates
+
+
+class Excite(nn.Module):
+    """Squeeze-excitation with no skip: a map scaled by weights computed from itself."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(c, c, 3, padding=1), nn.Linear(c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        return x * torch.sigmoid(self.fc(x.mean((2, 3))))[:, :, None, None]
+
+
+class SharedRelu(nn.Module):
+    """Residual blocks that all call one ReLU module, with a squeeze-excitation stage without a skip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.relu = nn.ReLU()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.Conv2d(8, 8, 3, padding=1) for _ in range(3))
+        self.excite = Excite(8)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.stem(x))
+        for i, conv in enumerate(self.blocks):
+            x = self.relu(x + conv(self.relu(x)))
+            if i == 1:
+                x = self.excite(x)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_scaling_is_no_residual_join_and_a_shared_relu_names_no_block():
+    bg = trace(SharedRelu(), (3, 8, 8))
+    names = [bg.edge(e)["name"] for e in bg.universal()]
+    assert names == ["blocks.0", "blocks.1", "excite", "blocks.2"]  # the excitation is one straight block

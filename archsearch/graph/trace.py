@@ -7,6 +7,7 @@ names or classes to find structure; names are only used as labels.
 """
 from __future__ import annotations
 
+import operator
 from typing import Any, Sequence
 
 import networkx as nx
@@ -138,12 +139,18 @@ def find_cuts(flow: list[fx.Node]) -> list[int]:
     return cuts
 
 
+# Two paths meeting in one of these scale a map by another (squeeze-excitation, attention weights):
+# a gate inside a layer, not a residual join of two paths.
+_SCALINGS = {operator.mul, operator.truediv, torch.mul, torch.div, "mul", "mul_", "div", "div_"}
+
+
 def _is_join(segment: list[fx.Node], start: fx.Node) -> bool:
-    """True when the segment branches from its start and joins again (a residual block)."""
+    """True when the segment branches from its start and its paths are summed or concatenated again
+    (a residual block)."""
     inside = set(segment) | {start}
     for n in segment:
         tensor_inputs = {a for a in n.all_input_nodes if a in inside and _shape(a) is not None}
-        if len(tensor_inputs) >= 2:
+        if len(tensor_inputs) >= 2 and not (n.op in ("call_function", "call_method") and n.target in _SCALINGS):
             return True
     return False
 
@@ -198,10 +205,17 @@ def _is_post(gm: fx.GraphModule, seg: list[fx.Node], block: _Block) -> bool:
             and not any(node_macs(gm, n) for n in seg) and _shape(seg[-1]) == _shape(block.nodes[-1]))
 
 
-def _label(nodes: list[fx.Node], fallback: str) -> str:
-    targets = [str(n.target).split(".") for n in nodes if n.op == "call_module"]
+def _label(gm: fx.GraphModule, nodes: list[fx.Node], fallback: str, one_layer_path: bool = True) -> str:
+    """The longest module path the block's own layers share (a module with parameters belongs to
+    one block; a parameter-free one, such as a ReLU, may be called from every block); a block of one
+    layer is named by that layer's path unless ``one_layer_path`` is off (the stem and head keep
+    their role's name)."""
+    targets = [str(n.target).split(".") for n in nodes
+               if n.op == "call_module" and next(gm.get_submodule(n.target).parameters(), None) is not None]
     if not targets:
         return fallback
+    if one_layer_path and all(t == targets[0] for t in targets):
+        return ".".join(targets[0])
     prefix = targets[0][:-1]
     for t in targets[1:]:
         k = 0
@@ -241,20 +255,20 @@ def build_block_graph(gm: fx.GraphModule, input_shape: Sequence[int]) -> BlockGr
                    out_node=out.name, in_shape=g.nodes[u]["shape"], out_shape=_shape(out), macs=macs,
                    params=count_params(tensors), **extra)
 
-    add_edge(INPUT, node_name(0), "stem", _label(stem, "stem"), stem, x0)
+    add_edge(INPUT, node_name(0), "stem", _label(gm, stem, "stem", one_layer_path=False), stem, x0)
     names: set[str] = set()
     for index, block in enumerate(blocks, start=1):
         pre, value = block.nodes[-1], (block.post or block.nodes)[-1]
         all_params.extend(nodes_parameters(gm, block.post))
         g.add_node(node_name(index), index=index, shape=_shape(value), fx=value.name, pre=pre.name,
                    post=[n.name for n in block.post])
-        name = _label(block.nodes, f"block{index}")
+        name = _label(gm, block.nodes, f"block{index}")
         name = name if name not in names else f"{name}#{index}"
         names.add(name)
         add_edge(node_name(index - 1), node_name(index), "universal", name, block.nodes, pre, logit=UNIVERSAL_LOGIT)
     last = node_name(len(blocks))
     g.add_node(OUTPUT, index=len(blocks) + 1, shape=_shape(result), fx=result.name, pre=result.name, post=[])
-    add_edge(last, OUTPUT, "head", _label(head, "head"), head, result)
+    add_edge(last, OUTPUT, "head", _label(gm, head, "head", one_layer_path=False), head, result)
     g.graph.update(total_macs=sum(m for _, _, m in g.edges(data="macs")), total_params=count_params(all_params),
                    classifier=_classifier(gm, head), input_shape=tuple(input_shape))
     return BlockGraph(g, gm)

@@ -46,6 +46,7 @@ from archsearch.train.loop import evaluate, run_stage
 from archsearch.train.stages import student_stage, task_prefixes, teacher_stage
 
 # Options that may differ between a run and its --resume; every other option must match.
+INPUT_NAMES = {"universal_sha256": "the source network's weights", "data_sha256": "the data"}
 RESUMABLE_FIELDS = ("out", "resume", "progress", "device", "num_workers", "amp")
 
 
@@ -197,7 +198,8 @@ def parse_sweep(text: str) -> list[int]:
 class RunDir:
     """A run directory: config, checkpoints, outputs; refuses to resume another configuration."""
 
-    def __init__(self, cfg: TailorConfig) -> None:
+    def __init__(self, cfg: TailorConfig, inputs: dict[str, str] | None = None) -> None:
+        """``inputs``: digests of what the run trains from (source weights, data), checked on resume."""
         root = Path(cfg.out) if cfg.out else _default_out(cfg.resume)
         self.path = root
         config = root / "config.json"
@@ -216,9 +218,13 @@ class RunDir:
                 verb = "differ" if len(diff) > 1 else "differs"
                 raise UserError(f"--resume: '{root}' was made with other options ({', '.join(diff[:4])} {verb}); "
                                 "resume with the same options or choose a new --out")
-        elif config.exists() and any((root / "checkpoints").iterdir()):
+            changed = [INPUT_NAMES[k] for k, v in (inputs or {}).items() if saved.get("inputs", {}).get(k, v) != v]
+            if changed:
+                raise UserError(f"--resume: {' and '.join(changed)} changed since '{root}' was started (same paths, "
+                                "other contents); its checkpoints no longer apply: choose a new --out")
+        elif any((root / "checkpoints").iterdir()):
             raise UserError(f"'{root}' already holds a run; pass --resume to continue it or choose a new --out")
-        atomic_write_json(config, cfg.comparable())
+        atomic_write_json(config, {**cfg.comparable(), **({"inputs": inputs} if inputs else {})})
 
     @classmethod
     def existing(cls, path: Path) -> "RunDir":
@@ -460,12 +466,12 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
         distributed.shutdown(d)
 
 
-def _run_dir(cfg: TailorConfig, d: Dist) -> RunDir:
+def _run_dir(cfg: TailorConfig, d: Dist, inputs: dict[str, str]) -> RunDir:
     """Rank 0 makes (or checks) the run directory; every rank learns its path, or rank 0's error."""
     run, error = None, None
     if d.is_main:
         try:
-            run = RunDir(cfg)
+            run = RunDir(cfg, inputs)
         except UserError as exc:
             error = str(exc)
     path, error = distributed.broadcast(d, (str(run.path) if run else None, error))
@@ -513,13 +519,16 @@ def not_faster(latency: dict[str, dict[str, float]], batch: str = "batch32") -> 
 
 
 def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Callable[[str], None]) -> dict:
-    run = _run_dir(cfg, d)
+    classifier = bg.g.graph["classifier"]
+    digest_before = tensor_digest(bg.gm, skip=(classifier + ".",))
+    run = _run_dir(cfg, d, {"universal_sha256": digest_before, "data_sha256": data.digest()})
     log(f"run directory: {run.path}" + (f" ({d.world_size} processes)" if d.enabled else ""))
+    if cfg.model and not cfg.weights:
+        log(f"note: --model without --weights: the blocks keep the weights {cfg.model} gave them; "
+            "if it builds an untrained network, pass its pre-trained state dict with --weights")
     log(f"data: {data.name}: {len(data.train)} train / {len(data.test)} test images, {data.num_classes} classes")
     log(f"gamma1: {cfg.gamma1:g} for {len(bg.universal())} universal blocks "
         f"(default: one per block, {default_gamma1(len(bg.universal())):g})")
-    classifier = bg.g.graph["classifier"]
-    digest_before = tensor_digest(bg.gm, skip=(classifier + ".",))
 
     p = _Pipeline(cfg, run, bg, data, d, log)
     feature_accuracy = p.feature_extraction(data)

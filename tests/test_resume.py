@@ -70,3 +70,23 @@ def test_sigkill_in_stage_then_resume_completes(tmp_path, stage, uninterrupted):
     resumed, reference = (torch.load(d / "tailored.pt", weights_only=False).state_dict() for d in (out, uninterrupted))
     assert resumed.keys() == reference.keys()
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+def test_resume_refuses_changed_weights_or_data_and_a_new_run_refuses_old_checkpoints(tmp_path):
+    from dataclasses import replace
+
+    from archsearch.errors import UserError
+    from archsearch.tailor import RunDir, TailorConfig
+
+    cfg = TailorConfig(out=str(tmp_path / "run"), data="digits")
+    inputs = {"universal_sha256": "a" * 64, "data_sha256": "b" * 64}
+    RunDir(cfg, inputs)
+    (tmp_path / "run" / "checkpoints" / "teacher.pt").write_bytes(b"x")
+    RunDir(replace(cfg, resume=True), inputs)  # the same inputs: resumes
+    with pytest.raises(UserError, match="the data changed"):
+        RunDir(replace(cfg, resume=True), {**inputs, "data_sha256": "c" * 64})
+    with pytest.raises(UserError, match="source network's weights changed"):
+        RunDir(replace(cfg, resume=True), {**inputs, "universal_sha256": "c" * 64})
+    (tmp_path / "run" / "config.json").unlink()  # checkpoints with no record of their run
+    with pytest.raises(UserError, match="already holds a run"):
+        RunDir(cfg, inputs)

@@ -1,6 +1,7 @@
 """Load a task's data: resolve the spec, split, cap, preprocess once, wrap as datasets."""
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -31,6 +32,16 @@ class TaskData:
     def num_classes(self) -> int:
         """Number of classes the classifier needs (labels are 0..num_classes-1)."""
         return len(self.classes)
+
+    def digest(self) -> str:
+        """SHA-256 of the images, labels and class names of both splits: a run resumes only on the
+        very data it started with, whatever its path."""
+        h = hashlib.sha256("\n".join(self.classes).encode())
+        for part in (self.train, self.test):
+            for t in (part.images, part.labels):
+                h.update(str(tuple(t.shape)).encode())
+                h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()
 
 
 def _check_args(input_size: Sequence[int], mean: Sequence[float] | float,

@@ -31,6 +31,7 @@ from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
 from archsearch.io.jsonfile import read_json_dict
 from archsearch.io.pack import tensor_digest, write_pack, write_universal
 from archsearch.latency import latency_setting, median_latency
+from archsearch.layout import layout_for
 from archsearch.models import resolve_model
 from archsearch.graph.gates import alphas
 from archsearch.passes.codegen import build_module, read_gates
@@ -282,8 +283,7 @@ class _Pipeline:
 
     @property
     def layout(self) -> torch.memory_format:
-        """Channels-last on GPU, where convolutions prefer it; NCHW on CPU (docs/results.md, *Channels-last*)."""
-        return torch.channels_last if self.device.startswith("cuda") else torch.contiguous_format
+        return layout_for(self.device)
 
     def place(self, module: nn.Module) -> nn.Module:
         """Move a module to this rank's device, in its layout."""
@@ -521,7 +521,8 @@ def not_faster(latency: dict[str, dict[str, float]], batch: str = "batch32") -> 
 def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Callable[[str], None]) -> dict:
     classifier = bg.g.graph["classifier"]
     digest_before = tensor_digest(bg.gm, skip=(classifier + ".",))
-    run = _run_dir(cfg, d, {"universal_sha256": digest_before, "data_sha256": data.digest()})
+    inputs = {"universal_sha256": digest_before, "data_sha256": data.digest()} if d.is_main else {}  # rank 0 checks
+    run = _run_dir(cfg, d, inputs)
     log(f"run directory: {run.path}" + (f" ({d.world_size} processes)" if d.enabled else ""))
     if cfg.model and not cfg.weights:
         log(f"note: --model without --weights: the blocks keep the weights {cfg.model} gave them; "
@@ -558,7 +559,8 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     original_module = build_module(p.teacher_bg, "slim", "logits").eval()
     latency = {f"batch{b}": median_latency({"original": original_module, "tailored": slim}, source.input_shape, b,
                                            device=p.device, memory_format=p.layout) for b in (1, 32)}
-    slim.cpu(), bg.gm.cpu()  # what the run saves loads on any machine
+    for module in (slim, bg.gm):  # what the run saves loads, and runs as measured, on any machine
+        module.to("cpu", memory_format=torch.contiguous_format)
     slower = not_faster(latency)
     short = short_retraining(within, len(p.train_loader) * cfg.retrain_epochs, cfg.retrain_epochs)
     for warning in filter(None, (slower, short)):

@@ -40,7 +40,7 @@ class TaskData:
         for part in (self.train, self.test):
             for t in (part.images, part.labels):
                 h.update(str(tuple(t.shape)).encode())
-                h.update(t.contiguous().numpy().tobytes())
+                h.update(t.contiguous().numpy())
         return h.hexdigest()
 
 

@@ -18,7 +18,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import INPUT, OUTPUT, BlockGraph, node_name
-from archsearch.graph.cost import count_params, node_macs, nodes_parameters
+from archsearch.graph.cost import MACS_META, count_macs, count_params, node_macs, nodes_parameters
 
 UNIVERSAL_LOGIT = 2.0
 
@@ -72,14 +72,22 @@ def symbolic_trace(model: nn.Module, leaf_modules: Sequence[str | type] = ()) ->
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
+class _ShapesAndMacs(ShapeProp):
+    """ShapeProp that also records each node's multiply-accumulates (graph/cost.py)."""
+
+    def run_node(self, n: fx.Node) -> Any:
+        out, n.meta[MACS_META] = count_macs(super().run_node, n)
+        return out
+
+
 def propagate_shapes(gm: fx.GraphModule, input_shape: Sequence[int]) -> None:
-    """Record every node's output shape for one sample of ``input_shape`` (C, H, W)."""
+    """Record every node's output shape and MACs for one sample of ``input_shape`` (C, H, W)."""
     was_training = gm.training
     gm.eval()
     try:
         with torch.no_grad():
             gm(torch.zeros((1, *input_shape)))  # a plain run first: ShapeProp prints its own traceback
-            ShapeProp(gm).propagate(torch.zeros((1, *input_shape)))
+            _ShapesAndMacs(gm).propagate(torch.zeros((1, *input_shape)))
     except Exception as exc:
         raise UserError(
             f"the model does not run on input of shape {tuple(input_shape)}: "
@@ -183,7 +191,7 @@ def _group(gm: fx.GraphModule, flow: list[fx.Node], cuts: list[int]) -> tuple[li
     for i in range(first, len(segments)):
         seg = segments[i][1]
         if residual[i]:
-            if straight and any(node_macs(gm, n) for n in straight):
+            if straight and any(node_macs(n) for n in straight):
                 blocks.append(_Block(straight, residual=False))
                 straight = []
             blocks.append(_Block(straight + list(seg), residual=True))
@@ -202,7 +210,7 @@ def _is_post(gm: fx.GraphModule, seg: list[fx.Node], block: _Block) -> bool:
     A batch-norm there is the next block's pre-activation and stays with that block."""
     parametric = [n for n in seg if nodes_parameters(gm, [n])]
     return (all(n.op == "call_module" and isinstance(gm.get_submodule(n.target), nn.PReLU) for n in parametric)
-            and not any(node_macs(gm, n) for n in seg) and _shape(seg[-1]) == _shape(block.nodes[-1]))
+            and not any(node_macs(n) for n in seg) and _shape(seg[-1]) == _shape(block.nodes[-1]))
 
 
 def _label(gm: fx.GraphModule, nodes: list[fx.Node], fallback: str, one_layer_path: bool = True) -> str:
@@ -226,7 +234,7 @@ def _label(gm: fx.GraphModule, nodes: list[fx.Node], fallback: str, one_layer_pa
 
 
 def _edge_cost(gm: fx.GraphModule, nodes: list[fx.Node]) -> tuple[int, list[torch.Tensor]]:
-    return sum(node_macs(gm, n) for n in nodes), nodes_parameters(gm, nodes)
+    return sum(node_macs(n) for n in nodes), nodes_parameters(gm, nodes)
 
 
 def _classifier(gm: fx.GraphModule, head: list[fx.Node]) -> str | None:

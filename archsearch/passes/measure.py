@@ -25,6 +25,7 @@ import torch.nn as nn
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph, Edge
 from archsearch.latency import interleaved_latency
+from archsearch.layout import layout_for
 
 
 def _sync(device: torch.device) -> None:
@@ -67,7 +68,7 @@ def measure_edge_seconds(bg: BlockGraph, batch: int, device: str | torch.device 
     pre-trained network node by node (key ``""``); one warm-up pass first. On CUDA the inputs are
     channels-last, as in training there."""
     device = torch.device(device)
-    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    layout = layout_for(device)
     x = torch.randn(batch, *bg.g.graph["input_shape"], device=device).contiguous(memory_format=layout)
     modes = _eval_modes(bg.gm)
     try:

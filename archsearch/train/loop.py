@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
+from archsearch.layout import layout_for
 from archsearch.train.distributed import SINGLE, Dist, all_reduce_sum, barrier, wrap
 
 # (model to call, images, labels) -> (loss, logits, extra scalars to show); the model is the stage's
@@ -87,14 +88,16 @@ def run_stage(stage: Stage, train_loader: DataLoader, device: str, *, resume: bo
         if ckpt.get("done"):
             return stage.history
     step_index = start * len(train_loader)
+    layout = layout_for(device)
     for epoch in range(start, stage.epochs):
         # every random draw of an epoch (shuffle included) follows from the seed, the stage and the
         # epoch alone, so a resumed run trains exactly as an uninterrupted one
-        epoch_seed = seed * 1000 + epoch + zlib.crc32(stage.name.encode())
-        torch.manual_seed(epoch_seed)
+        stage_seed = seed * 1000 + zlib.crc32(stage.name.encode())
+        torch.manual_seed(stage_seed + epoch)
         if getattr(train_loader, "generator", None) is not None:
-            train_loader.generator.manual_seed(epoch_seed)
-        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.generator.manual_seed(stage_seed + epoch)
+        if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler: shuffles by its seed + epoch
+            train_loader.sampler.seed = stage_seed
             train_loader.sampler.set_epoch(epoch)
         stage.train_mode(True)
         seen = correct = 0
@@ -104,9 +107,7 @@ def run_stage(stage: Stage, train_loader: DataLoader, device: str, *, resume: bo
         for x, y in bar:
             for g, base in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = base * 0.5 * (1 + math.cos(math.pi * step_index / total_steps))
-            x, y = x.to(device), y.to(device)
-            if device.startswith("cuda"):
-                x = x.contiguous(memory_format=torch.channels_last)
+            x, y = x.to(device).contiguous(memory_format=layout), y.to(device)
             with autocast:
                 loss, logits, extra = stage.step(model, x, y)
             optimizer.zero_grad(set_to_none=True)

@@ -1,4 +1,5 @@
-"""Random residual networks for property tests: depth, widths, strides, shortcut kinds, activations."""
+"""Random residual networks for property tests: depth, widths, strides, shortcut kinds, activations,
+squeeze-excitation, and channel-split blocks joined by concatenation."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,13 +20,18 @@ class BlockSpec:
     bottleneck: bool
     preact: bool = False
     activation: str = "relu"  # after the join: relu, gelu, or prelu (a post op with a parameter)
+    excite: bool = False  # squeeze-excitation on the body's output: a product of two paths, no join
+    split: bool = False  # ShuffleNet-style: half the channels pass, half go through the body, concatenated
 
 
 class RandBlock(nn.Module):
     def __init__(self, c_in: int, spec: BlockSpec) -> None:
         super().__init__()
         c_out = spec.out_channels
+        self.split = spec.split and c_in == c_out and c_out % 2 == 0 and spec.stride == 1 and not spec.preact
         self.spec = spec
+        if self.split:  # the body sees and yields half the channels; there is no shortcut to add
+            c_in = c_out = c_out // 2
         mid = max(1, c_out // 2) if spec.bottleneck else c_out
         if spec.bottleneck:
             self.body = nn.Sequential(nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
@@ -37,6 +43,9 @@ class RandBlock(nn.Module):
         needs = spec.projection or c_in != c_out or spec.stride != 1
         self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, spec.stride, bias=False), nn.BatchNorm2d(c_out)) if needs else None
         self.pre = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU()) if spec.preact else None
+        self.excite = nn.Linear(c_out, c_out) if spec.excite else None
+        if self.split:
+            self.shortcut, c_out = None, 2 * c_out
         self.act = nn.PReLU(c_out, init=0.1) if spec.post_activation and spec.activation == "prelu" else None
 
     def _post(self, out: torch.Tensor) -> torch.Tensor:
@@ -46,13 +55,22 @@ class RandBlock(nn.Module):
             return self.act(out)
         return F.gelu(out) if self.spec.activation == "gelu" else F.relu(out)
 
+    def _body(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        if self.excite is None:
+            return out
+        return out * torch.sigmoid(self.excite(out.mean((2, 3))))[:, :, None, None]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.split:
+            passed, worked = x.chunk(2, 1)
+            return self._post(torch.cat([passed, self._body(worked)], 1))
         if self.pre is not None:  # pre-activation: a projection reads the activated input
             x_act = self.pre(x)
             skip = self.shortcut(x_act) if self.shortcut is not None else x
-            return self._post(self.body(x_act) + skip)
+            return self._post(self._body(x_act) + skip)
         skip = self.shortcut(x) if self.shortcut is not None else x
-        return self._post(self.body(x) + skip)
+        return self._post(self._body(x) + skip)
 
 
 class RandNet(nn.Module):
@@ -87,7 +105,8 @@ def randomize_batchnorm(model: nn.Module, seed: int) -> None:
 
 block_specs = st.builds(BlockSpec, out_channels=st.sampled_from([2, 4, 6, 8]), stride=st.sampled_from([1, 1, 2]),
                         projection=st.booleans(), post_activation=st.booleans(), bottleneck=st.booleans(),
-                        preact=st.booleans(), activation=st.sampled_from(["relu", "relu", "gelu", "prelu"]))
+                        preact=st.booleans(), activation=st.sampled_from(["relu", "relu", "gelu", "prelu"]),
+                        excite=st.booleans(), split=st.sampled_from([False, False, True]))
 
 
 @st.composite

@@ -47,8 +47,9 @@ from archsearch.train.loop import evaluate, run_stage
 from archsearch.train.stages import student_stage, task_prefixes, teacher_stage
 
 # Options that may differ between a run and its --resume; every other option must match.
-INPUT_NAMES = {"universal_sha256": "the source network's weights", "data_sha256": "the data"}
 RESUMABLE_FIELDS = ("out", "resume", "progress", "device", "num_workers", "amp")
+# What a run trains from, by digest: it must match too, whatever the paths say.
+INPUT_NAMES = {"universal_sha256": "the source network's weights", "data_sha256": "the data"}
 
 
 # Stage lengths. The full defaults reached the paper's regime on ResNet-20 -> MNIST (8,000 images):

@@ -67,8 +67,8 @@ def attach(universal: nn.Module, pack_path: str | Path) -> Task:
                         "load it with the universal.pt of its own backbone")
     if pack["format"] == PACK_FORMAT:
         module = _assemble(universal, pack)  # functional code on tensors: no training mode to set
-    else:  # format 1: a stubbed module tree, or (older writers) a plain tree plus forward source
-        module = pack["module"] if "module" in pack else _bind_forward(pack["modules"], pack["forward_source"])
+    else:  # format 1: a stubbed module tree (a network whose code cannot be regenerated from tensors)
+        module = pack["module"]
         for path in pack["universal_paths"]:
             module.set_submodule(path, universal.get_submodule(path))
         module.eval()

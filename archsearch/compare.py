@@ -20,7 +20,7 @@ from archsearch.graph.classifier import replace_classifier
 from archsearch.graph.trace import trace
 from archsearch.io.jsonfile import read_json_dict
 from archsearch.latency import latency_rounds
-from archsearch.layout import layout_for
+from archsearch.layout import layout_named
 from archsearch.models import resolve_model
 from archsearch.passes.codegen import build_module
 
@@ -78,7 +78,7 @@ def compare(run: Path, batches: list[int], threads: list[int], rounds: int = 5, 
     if cuda and not torch.cuda.is_available():
         raise UserError("--device cuda: torch sees no CUDA device here; use --device cpu")
     report, tailored = load_run(run)
-    layout = layout_for(device)
+    layout = layout_named(report.get("memory_format"), device)  # the one its network's code was emitted for
     models = {"original": original_network(report).to(device, memory_format=layout),
               "tailored": tailored.to(device, memory_format=layout)}
     if cuda:

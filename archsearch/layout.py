@@ -1,14 +1,39 @@
-"""Memory layout of feature maps on each device: one rule for training, timing and saving.
+"""Memory layout of feature maps on each device: one rule for training, one for running a network.
 
-Channels-last on a GPU, where cuDNN's convolutions prefer it; NCHW on the CPU, where the networks
-archsearch emits run fastest as they are (docs/results.md, *Channels-last*). What a run saves is
-NCHW, so it loads and runs alike on any machine.
+Training runs channels-last on a GPU, where cuDNN's convolutions prefer it, and NCHW on the CPU,
+where the student's narrow products and batch-norms run fastest that way. A finished network runs
+channels-last everywhere: on this project's CPU, with its proxy products emitted as (pixels x
+channels) matrix products, every tailored network measured ran faster channels-last than NCHW, and
+every original too (docs/results.md, *Channels-last, emitted*). What a run saves is NCHW tensors,
+so it loads on any machine; it runs fastest once moved to :func:`deployment_layout`.
 """
 from __future__ import annotations
 
 import torch
 
 
-def layout_for(device: str | torch.device) -> torch.memory_format:
-    """The memory format feature maps and weights take on ``device``."""
+def training_layout(device: str | torch.device) -> torch.memory_format:
+    """The memory format feature maps and weights take while archsearch trains on ``device``."""
     return torch.channels_last if torch.device(device).type == "cuda" else torch.contiguous_format
+
+
+_NAMES = {torch.channels_last: "channels_last", torch.contiguous_format: "nchw"}
+
+
+def deployment_layout(device: str | torch.device) -> torch.memory_format:
+    """The memory format a finished network is emitted for, timed in and best run in on ``device``
+    (the same on every device measured so far)."""
+    return torch.channels_last
+
+
+def layout_name(layout: torch.memory_format) -> str:
+    """``layout`` as a run's report names it."""
+    return _NAMES[layout]
+
+
+def layout_named(name: str | None, device: str | torch.device) -> torch.memory_format:
+    """The layout a run's report names; for runs made before reports named one, the layout runs
+    were then timed in on ``device`` (the training layout)."""
+    if name is None:
+        return training_layout(device)
+    return {v: k for k, v in _NAMES.items()}.get(name, training_layout(device))

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from archsearch.errors import UserError
+from archsearch.layout import layout_named
 from archsearch.io.pack import (PACK_FORMAT, PACK_FORMAT_MODULE, UNIVERSAL_FORMAT, forward_namespace, tensor_digest,
                                 unpack_tensors)
 
@@ -26,9 +27,11 @@ class Task:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     meta: dict = field(default_factory=dict)
+    memory_format: torch.memory_format = torch.contiguous_format
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
+        """Logits for a batch of images; they are fed in the layout the task's code was emitted for."""
+        return self.module(x.contiguous(memory_format=self.memory_format))
 
 
 def _load(path: str | Path, formats: tuple[str, ...], what: str) -> dict:
@@ -72,8 +75,9 @@ def attach(universal: nn.Module, pack_path: str | Path) -> Task:
         for path in pack["universal_paths"]:
             module.set_submodule(path, universal.get_submodule(path))
         module.eval()
+    layout = layout_named(pack.get("memory_format"), "cpu")
     return Task(pack.get("name", Path(pack_path).stem), module, list(pack["classes"]), tuple(pack["input_shape"]),
-                tuple(pack["mean"]), tuple(pack["std"]), {k: pack[k] for k in ("report",) if k in pack})
+                tuple(pack["mean"]), tuple(pack["std"]), {k: pack[k] for k in ("report",) if k in pack}, layout)
 
 
 @functools.lru_cache(maxsize=64)
@@ -143,4 +147,8 @@ def load_tasks(universal: str | Path | nn.Module, packs: list[str | Path]) -> li
     shared = universal if isinstance(universal, nn.Module) else load_universal(universal)
     if isinstance(universal, nn.Module) and not hasattr(shared, "archsearch_sha256"):
         shared.archsearch_sha256 = tensor_digest(shared)
-    return [attach(shared, p) for p in packs]
+    tasks = [attach(shared, p) for p in packs]
+    if any(t.memory_format == torch.channels_last for t in tasks):  # weights once in the maps' layout
+        for t in tasks:
+            t.module.to(memory_format=torch.channels_last)
+    return tasks

@@ -31,7 +31,7 @@ from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
 from archsearch.io.jsonfile import read_json_dict
 from archsearch.io.pack import tensor_digest, write_pack, write_universal
 from archsearch.latency import latency_setting, median_latency
-from archsearch.layout import layout_for
+from archsearch.layout import deployment_layout, layout_name, training_layout
 from archsearch.models import resolve_model
 from archsearch.graph.gates import alphas
 from archsearch.passes.codegen import build_module, read_gates
@@ -284,7 +284,7 @@ class _Pipeline:
 
     @property
     def layout(self) -> torch.memory_format:
-        return layout_for(self.device)
+        return training_layout(self.device)
 
     def place(self, module: nn.Module) -> nn.Module:
         """Move a module to this rank's device, in its layout."""
@@ -550,7 +550,8 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     gates_everywhere = distributed.all_gather(d, [a["logit"] for _, a in p.trained_bg.iter_attrs(("universal", "proxy"))])
 
     pruned_student = build_module(final_bg, "student", "all").eval()
-    slim = build_module(final_bg, "slim", "logits").eval()
+    deployed = deployment_layout(p.device)
+    slim = build_module(final_bg, "slim", "logits", memory_format=deployed).eval()
     slim_accuracy = p.accuracy(slim)
     if not d.is_main:
         return {}
@@ -558,8 +559,10 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
         probe = next(iter(p.test_loader))[0][:8].to(p.device)
         slim_error = float((slim(probe) - pruned_student(probe)[0]).abs().max())
     original_module = build_module(p.teacher_bg, "slim", "logits").eval()
+    for module in (original_module, slim):  # both timed as they are best run: in the deployment layout
+        module.to(p.device, memory_format=deployed)
     latency = {f"batch{b}": median_latency({"original": original_module, "tailored": slim}, source.input_shape, b,
-                                           device=p.device, memory_format=p.layout) for b in (1, 32)}
+                                           device=p.device, memory_format=deployed) for b in (1, 32)}
     for module in (slim, bg.gm):  # what the run saves loads, and runs as measured, on any machine
         module.to("cpu", memory_format=torch.contiguous_format)
     slower = not_faster(latency)
@@ -598,6 +601,7 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
         "universal_unchanged": digest_before == tensor_digest(bg.gm, skip=(classifier + ".",)),
         "slim_vs_pruned_student_max_abs_diff": slim_error,
         "latency_seconds": latency, "latency_on": latency_setting(p.device),
+        "memory_format": layout_name(deployed),
         "stage_seconds": p.timings, "config": cfg.comparable(),
         "distributed": {"world_size": d.world_size,
                         "gates_identical_across_ranks": all(g == gates_everywhere[0] for g in gates_everywhere)},
@@ -608,7 +612,8 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     report["task_pack_bytes"] = write_pack(
         slim, bg.gm, classifier, universal_sha256, run.path / "task.pack",
         {"name": data.name, "classes": list(data.classes), "input_shape": list(source.input_shape),
-         "mean": list(source.mean), "std": list(source.std), "report": {k: report[k] for k in summary_keys}})
+         "mean": list(source.mean), "std": list(source.std), "memory_format": report["memory_format"],
+         "report": {k: report[k] for k in summary_keys}})
     report["universal_bytes"] = (run.path / "universal.pt").stat().st_size
     atomic_write_json(run.path / "report.json", report)
     report["run_dir"] = str(run.path)

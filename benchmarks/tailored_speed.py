@@ -26,6 +26,7 @@ from benchmarks.common import at_least_one, chosen, load_pair, provenance, set_a
 from archsearch.compare import parse_counts  # noqa: E402
 from archsearch.errors import UserError  # noqa: E402
 from archsearch.latency import latency_rounds  # noqa: E402
+from archsearch.layout import layout_name, layout_named  # noqa: E402
 
 BATCHES = (1, 64)
 
@@ -49,21 +50,22 @@ def main() -> None:
         threads = [n or default for n in parse_counts(args.threads, "--threads", allow_zero=True)]
     except UserError as exc:
         ap.error(str(exc))
-    rows = ["| run | k | MACs kept | MAC factor | threads | batch 1 (ms) | batch 64 (ms) | speed-up b1 "
-            "| speed-up b64 | b64 speed-up / MAC factor | per-round range |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | k | layout | MACs kept | MAC factor | threads | batch 1 (ms) | batch 64 (ms) | speed-up b1 "
+            "| speed-up b64 | b64 speed-up / MAC factor | per-round range |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in args.runs:
         report, original, tailored = load_pair(run)
-        models = {"original": original, "tailored": tailored}
+        layout = layout_named(report.get("memory_format"), "cpu")  # the one its code was emitted for
+        models = {"original": original.to(memory_format=layout), "tailored": tailored.to(memory_format=layout)}
         factor = report["original_macs"] / report["tailored_macs"]
         for n in threads:
             torch.set_num_threads(n)  # restored below, before the provenance line reads it
-            per_round = {b: latency_rounds(models, tuple(report["input_shape"]), b, args.rounds, args.repeats)
-                         for b in BATCHES}
+            per_round = {b: latency_rounds(models, tuple(report["input_shape"]), b, args.rounds, args.repeats,
+                                           memory_format=layout) for b in BATCHES}
             t = {b: {m: statistics.median(per_round[b][m]) for m in models} for b in BATCHES}
             s1, s64 = (t[b]["original"] / t[b]["tailored"] for b in BATCHES)
             ratios = [o / s / factor * 100 for o, s in zip(per_round[64]["original"], per_round[64]["tailored"])]
             verdict = "" if s64 / factor >= 0.8 else " (short)"
-            rows.append(f"| {run.name} ({report['dataset']}) | {chosen(report)} | "
+            rows.append(f"| {run.name} ({report['dataset']}) | {chosen(report)} | {layout_name(layout)} | "
                         f"{report['tailored_macs'] / report['original_macs'] * 100:.1f} % | {factor:.2f}x | {n} | "
                         f"{t[1]['original'] * 1e3:.2f} → {t[1]['tailored'] * 1e3:.2f} | "
                         f"{t[64]['original'] * 1e3:.1f} → {t[64]['tailored'] * 1e3:.1f} | {s1:.2f}x | {s64:.2f}x | "
@@ -72,7 +74,8 @@ def main() -> None:
     torch.set_num_threads(default)
     lines = ["# Tailored networks: measured CPU speed against MACs", "",
              *provenance(allocator, threads="torch threads as in each row's column"), "",
-             "Original: the backbone with the task's classifier (eager). Tailored: the run's tailored.pt. "
+             "Original: the backbone with the task's classifier (eager). Tailored: the run's tailored.pt. Both "
+             "in the layout the run emitted its network for (its report's memory_format; NCHW before it had one). "
              f"{args.rounds} rounds per row; in each, the two interleaved in one process, median of {args.repeats} "
              "after 3 warm-up passes. Times and speed-ups: medians over the rounds; range: the lowest and highest "
              "round's batch-64 ratio.", "", *rows]

@@ -83,3 +83,20 @@ def test_a_proxy_folds_on_the_device_it_trained_on():
     proxy = make_proxy((8, 4, 4), (8, 4, 4), block_macs=0).to("meta").eval()
     steps = fold_proxy(proxy, 0.5)
     assert all(s.weight.device.type == s.bias.device.type == "meta" for s in steps if s.kind == "conv")
+
+
+def test_a_proxy_gives_the_same_values_and_gradients_in_either_layout():
+    """A channels-last map is multiplied as pixel rows: same output and gradients, and it stays channels-last."""
+    from archsearch.nn.proxy import make_proxy
+
+    torch.manual_seed(0)
+    proxy = make_proxy((8, 6, 6), (16, 3, 3), block_macs=10**6).train()
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    out, out_cl = proxy(x), proxy(x_cl)
+    assert out_cl.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, out_cl, atol=1e-5)
+    grad = torch.randn_like(out)
+    (out * grad).sum().backward()
+    (out_cl * grad).sum().backward()
+    assert torch.allclose(x.grad, x_cl.grad, atol=1e-5)

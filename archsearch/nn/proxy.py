@@ -54,6 +54,7 @@ class PointwiseConv(nn.Conv2d):
     Same parameters and values as ``nn.Conv2d(c_in, c_out, 1)``; on CPU, mkldnn's NCHW 1x1
     convolution at the narrow widths of proxies costs up to ten times the matrix product (it
     reorders the map), which dominated both the student's training step and the tailored network.
+    A channels-last map is multiplied as its (pixels x channels) rows, so it stays channels-last.
     Off CPU it is the ordinary convolution.
     """
 
@@ -63,6 +64,10 @@ class PointwiseConv(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not x.is_cpu:
             return super().forward(x)
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            n, _, h, w = x.shape
+            rows = x.permute(0, 2, 3, 1).reshape(n * h * w, -1)
+            return (rows @ self.weight.flatten(1).t()).view(n, h, w, -1).permute(0, 3, 1, 2)
         weight = self.weight.flatten(1).expand(x.shape[0], -1, -1)
         return torch.bmm(weight, x.flatten(2)).unflatten(2, x.shape[2:])
 

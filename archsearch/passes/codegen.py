@@ -47,8 +47,10 @@ def _pointwise(conv: nn.Module | None) -> bool:
 class _Emitter:
     """Copies fx nodes of the traced model into a new graph, collecting the attributes they use."""
 
-    def __init__(self, bg: BlockGraph, lowered: tuple[str, ...] = ()) -> None:
+    def __init__(self, bg: BlockGraph, lowered: tuple[str, ...] = (), pixels_major: bool = False) -> None:
         self.src = bg.gm
+        self.pixels_major = pixels_major  # proxy products over (pixels x channels) rows: channels-last maps
+        self.owned: set[fx.Node] = set()  # sums this module made itself, which a ReLU may overwrite
         self.by_name = {n.name: n for n in bg.gm.graph.nodes}
         self.graph = fx.Graph()
         self.root: dict[str, object] = {}
@@ -172,6 +174,7 @@ class _Emitter:
         terms: list[fx.Node] = []
         scaled: tuple[fx.Node, float] | None = None
         products: list[tuple[fx.Node, fx.Node]] = []
+        pixel_products: list[tuple[str, torch.Tensor, fx.Node]] = []
         bias: torch.Tensor | None = None
         out_hw: tuple[int, ...] = ()
         for e in edges:
@@ -192,12 +195,18 @@ class _Emitter:
                 continue
             out_hw = tuple(attrs["out_shape"][1:])
             source = self.steps(attrs["target"], steps[:-1], values[e[0]])
-            weight = self.tensor(f"{attrs['target']}.{last.index}.weight", last.weight.flatten(1))
-            products.append((weight, self.call(torch.flatten, source, 2)))
+            name = f"{attrs['target']}.{last.index}.weight"
+            if self.pixels_major:
+                pixel_products.append((name, last.weight, source))
+            else:
+                weight = self.tensor(name, last.weight.flatten(1))
+                products.append((weight, self.call(torch.flatten, source, 2)))
             bias = last.bias if bias is None else bias + last.bias
         total = terms[0] if terms else None
         for t in terms[1:]:
             total = self.call(operator.add, total, t)
+        if pixel_products:
+            return self.pixel_products(node, bias, pixel_products, total, scaled, out_hw)
         if not products:
             if scaled is None:
                 return total
@@ -219,6 +228,42 @@ class _Emitter:
             else:
                 acc, fresh = self.call(torch.baddbmm, acc, weights, flat), True
         return self.call(torch.unflatten, acc, 2, out_hw)
+
+    def pixel_products(self, node: str, bias: torch.Tensor, products: list[tuple[str, torch.Tensor, fx.Node]],
+                       total: fx.Node | None, scaled: tuple[fx.Node, float] | None,
+                       out_hw: tuple[int, ...]) -> fx.Node:
+        """The products of a slim node's sum for channels-last maps: each proxy's 1x1 convolution as one
+        matrix product over the map's (pixels x channels) rows, accumulated in place into a sum this
+        node owns. A sum that starts with a product starts as oneDNN's 1x1 convolution with the bias
+        (a fifth faster than a matrix product from the bias, which copies it out first).
+
+        The sum is made contiguous channels-last before it is viewed as rows, so an in-place product
+        always lands in it, whatever layout the maps arrive in; a source in another layout is copied,
+        never written. The result is the sum, channels-last.
+        """
+        def rows(x: fx.Node) -> fx.Node:
+            return self.call(torch.flatten, self.call(torch.permute, x, (0, 2, 3, 1)), 0, 2)
+
+        if total is None and scaled is None:
+            name, weight, source = products[0]
+            products = products[1:]
+            start = self.call(F.conv2d, source, self.tensor(name, weight), self.tensor(f"proxies.bias_{node}", bias))
+        else:
+            start = self.tensor(f"proxies.bias_{node}", bias[:, None, None])
+            if total is not None:
+                start = self.call(torch.add, total, start)
+            if scaled is not None:
+                start = self.call(torch.add, start, scaled[0], alpha=scaled[1])
+        acc = self.graph.call_method("contiguous", (start,), {"memory_format": torch.channels_last})
+        if products:
+            sums = rows(acc)
+            for name, weight, source in products:
+                matrix = self.tensor(name, weight.flatten(1).t().contiguous())
+                sums = self.graph.call_method("addmm_", (sums, rows(source), matrix))
+            grid = self.graph.call_method("view", (sums, -1, *out_hw, bias.numel()))
+            acc = self.call(torch.permute, grid, (0, 3, 1, 2))
+        self.owned.add(acc)
+        return acc
 
     def student_sum(self, bg: BlockGraph, node: str, values: dict[str, fx.Node]) -> fx.Node:
         """A student node's input: softmax-gated sum of its live edges (proxies called as modules,
@@ -257,7 +302,8 @@ class _Emitter:
         return total
 
 
-def build_module(bg: BlockGraph, mode: str = "student", returns: str = "all") -> fx.GraphModule:
+def build_module(bg: BlockGraph, mode: str = "student", returns: str = "all",
+                 memory_format: torch.memory_format = torch.contiguous_format) -> fx.GraphModule:
     """Generate the network a BlockGraph describes.
 
     ``returns="all"`` gives ``(logits, {node: tensor})`` with every block output (for the teacher
@@ -267,15 +313,16 @@ def build_module(bg: BlockGraph, mode: str = "student", returns: str = "all") ->
         raise ValueError(f"bad mode/returns: {mode!r}/{returns!r}")
     slim = mode == "slim"
     classifier = bg.g.graph.get("classifier")
-    em = _Emitter(bg, lowered=(classifier,) if slim and classifier else ())
+    em = _Emitter(bg, lowered=(classifier,) if slim and classifier else (),
+                  pixels_major=slim and memory_format == torch.channels_last)
     gate_values = alphas(bg) if slim else {}
     values: dict[str, fx.Node] = {INPUT: em.graph.placeholder("x")}
     for node in bg.block_nodes() + [OUTPUT]:
         total = em.gated_sum(bg, node, values, gate_values) if slim else em.student_sum(bg, node, values)
         env = {bg.node(node)["pre"]: total}
         post = list(bg.node(node)["post"])
-        if slim and post and total.op == "call_function" and total.target in _OWN_TEMPORARIES \
-                and em.is_relu(post[0], bg.node(node)["pre"]):
+        owned = total in em.owned or (total.op == "call_function" and total.target in _OWN_TEMPORARIES)
+        if slim and post and owned and em.is_relu(post[0], bg.node(node)["pre"]):
             env[post.pop(0)] = em.call(torch.relu_, total)  # the sum is this node's own temporary
         em.run(post, env)
         values[node] = env[bg.node(node)["post"][-1]] if bg.node(node)["post"] else total

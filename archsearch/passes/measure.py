@@ -25,7 +25,7 @@ import torch.nn as nn
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph, Edge
 from archsearch.latency import interleaved_latency
-from archsearch.layout import layout_for
+from archsearch.layout import deployment_layout, training_layout
 
 
 def _sync(device: torch.device) -> None:
@@ -65,10 +65,12 @@ def edge_key(e: Edge) -> str:
 def measure_edge_seconds(bg: BlockGraph, batch: int, device: str | torch.device = "cpu",
                          repeats: int = 5) -> dict[str, float]:
     """Median seconds of one forward pass of each edge (by ``edge_key``) at ``batch``, and of the whole
-    pre-trained network node by node (key ``""``); one warm-up pass first. On CUDA the inputs are
-    channels-last, as in training there."""
+    pre-trained network node by node (key ``""``); one warm-up pass first. Maps and weights are in
+    the deployment layout while timed, as the tailored network will run, and back in the training
+    layout afterwards."""
     device = torch.device(device)
-    layout = layout_for(device)
+    layout = deployment_layout(device)
+    bg.gm.to(memory_format=layout)
     x = torch.randn(batch, *bg.g.graph["input_shape"], device=device).contiguous(memory_format=layout)
     modes = _eval_modes(bg.gm)
     try:
@@ -84,7 +86,7 @@ def measure_edge_seconds(bg: BlockGraph, batch: int, device: str | torch.device 
                 if attrs["kind"] != "proxy":
                     out[edge_key(e)] = sum(per_node.get(n, 0.0) for n in attrs["nodes"])
             for e, attrs in bg.iter_attrs("proxy"):
-                module = attrs["module"].to(device)
+                module = attrs["module"].to(device, memory_format=layout)
                 modes.update({m: training for m, training in _eval_modes(module).items() if m not in modes})
                 out[edge_key(e)] = interleaved_latency({"proxy": module}, tuple(attrs["in_shape"]), batch,
                                                        repeats=repeats, warmup=1, device=str(device),
@@ -92,6 +94,9 @@ def measure_edge_seconds(bg: BlockGraph, batch: int, device: str | torch.device 
     finally:
         for m, training in modes.items():
             m.train(training)
+        bg.gm.to(memory_format=training_layout(device))
+        for _, attrs in bg.iter_attrs("proxy"):
+            attrs["module"].to(memory_format=training_layout(device))
     return out
 
 

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
-from archsearch.layout import layout_for
+from archsearch.layout import training_layout
 from archsearch.train.distributed import SINGLE, Dist, all_reduce_sum, barrier, wrap
 
 # (model to call, images, labels) -> (loss, logits, extra scalars to show); the model is the stage's
@@ -88,7 +88,7 @@ def run_stage(stage: Stage, train_loader: DataLoader, device: str, *, resume: bo
         if ckpt.get("done"):
             return stage.history
     step_index = start * len(train_loader)
-    layout = layout_for(device)
+    layout = training_layout(device)
     for epoch in range(start, stage.epochs):
         # every random draw of an epoch (shuffle included) follows from the seed, the stage and the
         # epoch alone, so a resumed run trains exactly as an uninterrupted one

@@ -251,7 +251,8 @@ def packs(universal, packs) -> None:
               help="Independent interleaved measurements; the table gives their median and the speed-up's range.")
 @click.option("--repeats", default=10, show_default=True, type=click.IntRange(min=1), help="Timed passes per round.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
-              help="cuda times both networks on the GPU (channels-last, cuDNN autotuning), as a GPU run does.")
+              help="cuda times both networks on the GPU (cuDNN autotuning), as a GPU run does. Both are timed in "
+                   "the layout the run emitted its network for (channels-last; NCHW for runs before that).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @user_errors
 def latency(run_dir, batches, threads, rounds, repeats, device, as_json) -> None:

@@ -8,7 +8,10 @@ all interleaved in one process: NCHW as emitted; both moved to channels-last wit
 network's code unchanged; and channels-last with each proxy product computed as one matrix product
 over the NHWC view (pixels x channels) instead of a batched product over NCHW maps, so that the
 tailored network's maps stay channels-last from end to end. The last form is a probe (the emitted
-code has no such path), written here so that the question is answered by measurement.
+code had no such path then), written here so that the question is answered by measurement. Since
+then archsearch emits that form itself (docs/results.md, *Channels-last, emitted*); this benchmark
+takes runs emitted in NCHW, made before reports named a memory_format, and
+benchmarks/tailored_speed.py compares the two emissions side by side.
 Writes docs/benchmarks/channels_last.md.
 
     python benchmarks/channels_last.py RUN_DIR [RUN_DIR ...] [--rounds 5] [--repeats 10] [--threads 1]
@@ -96,6 +99,9 @@ def main() -> None:
             "|---|---|---|---|---|---|---|"]
     for run in args.runs:
         report, original, tailored = load_pair(run)
+        if report.get("memory_format", "nchw") != "nchw":
+            raise SystemExit(f"{run}: its network was emitted for {report['memory_format']} maps; this benchmark "
+                             "needs one emitted in NCHW (a run made before reports named a memory_format)")
         shape = tuple(report["input_shape"])
         probe = nhwc_products(tailored)
         with torch.no_grad():

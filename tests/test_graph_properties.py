@@ -102,6 +102,24 @@ def test_slim_equals_pruned_student_and_stays_connected(net, skips, seed, k_frac
     assert not any(n.startswith("gates") for n, _ in slim.named_parameters())
 
 
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=rand_nets(), seed=st.integers(0, 1000), emitted=FORMATS)
+def test_slim_runs_under_autocast(net, seed, emitted):
+    """Under bfloat16 autocast (how many deploy on GPUs) the float32 proxy tensors meet lower-precision
+    sums: the in-place products must still run, and give about the float32 logits."""
+    bg = insert_proxies(trace(net, INPUT), 3)
+    student = build_module(bg, "student")
+    _randomize_gates(student, seed)
+    slim = build_module(prune(read_gates(bg, student.state_dict()), k=1, theta=0.0), "slim", "logits",
+                        memory_format=emitted).eval().to(memory_format=emitted)
+    x = _x(seed).contiguous(memory_format=emitted)
+    with torch.no_grad():
+        expected = slim(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = slim(x)
+    assert (low.float() - expected).abs().max() <= 0.05 * (1 + expected.abs().max())
+
+
 def _direct_expected_complexity(bg, alpha, cost: str = "macs") -> float:
     """Loop-by-loop evaluation of DESIGN.md's E[C] formula, written independently."""
     gated = [(u, v, k) for u, v, k in bg.g.edges(keys=True) if k in ("universal", "proxy")]

@@ -51,6 +51,7 @@ class _Emitter:
         self.src = bg.gm
         self.pixels_major = pixels_major  # proxy products over (pixels x channels) rows: channels-last maps
         self.owned: set[fx.Node] = set()  # sums this module made itself, which a ReLU may overwrite
+        self.dtypes: dict[fx.Node, fx.Node] = {}  # value -> its dtype, read once
         self.by_name = {n.name: n for n in bg.gm.graph.nodes}
         self.graph = fx.Graph()
         self.root: dict[str, object] = {}
@@ -215,19 +216,29 @@ class _Emitter:
             return self.call(torch.add, total, scaled[0], alpha=scaled[1])
 
         acc = self.tensor(f"proxies.bias_{node}", bias[:, None])
-        fresh = False  # whether acc is a temporary of this sum, which baddbmm_ may overwrite
+        own = None  # the sum's own temporary, which baddbmm_ may overwrite and whose dtype its products take
         if scaled is not None:
-            acc, fresh = self.call(torch.add, acc, self.call(torch.flatten, scaled[0], 2), alpha=scaled[1]), True
+            acc = own = self.call(torch.add, self.cast(acc, scaled[0]), self.call(torch.flatten, scaled[0], 2),
+                                  alpha=scaled[1])
         if total is not None:
-            acc, fresh = self.call(torch.add, acc, self.call(torch.flatten, total, 2)), True
+            acc = own = self.call(torch.add, self.cast(acc, total), self.call(torch.flatten, total, 2))
         batch = self.graph.call_method("size", (products[0][1], 0))
         for weight, flat in products:
             weights = self.graph.call_method("expand", (weight, batch, -1, -1))
-            if fresh:  # in place: an out-of-place baddbmm first copies acc, one more pass over the map
-                acc = self.graph.call_method("baddbmm_", (acc, weights, flat))
+            if own is not None:  # in place: an out-of-place baddbmm first copies acc, one more pass over the map
+                acc = self.graph.call_method("baddbmm_", (acc, self.cast(weights, own), flat))
             else:
-                acc, fresh = self.call(torch.baddbmm, acc, weights, flat), True
+                acc = own = self.call(torch.baddbmm, acc, weights, flat)
         return self.call(torch.unflatten, acc, 2, out_hw)
+
+    def cast(self, x: fx.Node, like: fx.Node) -> fx.Node:
+        """``x`` in ``like``'s dtype (itself when they match). Under autocast a sum and the maps it reads
+        are in the lower precision while the proxies' tensors stay float32, and an in-place product
+        with a float32 weight would fail, a float32 bias promote the whole sum. Only the tensors are
+        cast: a cast per source too cost up to 8 % of a batch-1 pass for nothing outside autocast."""
+        if like not in self.dtypes:
+            self.dtypes[like] = self.call(getattr, like, "dtype")
+        return self.graph.call_method("to", (x, self.dtypes[like]))
 
     def pixel_products(self, node: str, bias: torch.Tensor, products: list[tuple[str, torch.Tensor, fx.Node]],
                        total: fx.Node | None, scaled: tuple[fx.Node, float] | None,
@@ -250,6 +261,7 @@ class _Emitter:
             start = self.call(F.conv2d, source, self.tensor(name, weight), self.tensor(f"proxies.bias_{node}", bias))
         else:
             start = self.tensor(f"proxies.bias_{node}", bias[:, None, None])
+            start = self.cast(start, total if total is not None else scaled[0])
             if total is not None:
                 start = self.call(torch.add, total, start)
             if scaled is not None:
@@ -259,7 +271,7 @@ class _Emitter:
             sums = rows(acc)
             for name, weight, source in products:
                 matrix = self.tensor(name, weight.flatten(1).t().contiguous())
-                sums = self.graph.call_method("addmm_", (sums, rows(source), matrix))
+                sums = self.graph.call_method("addmm_", (sums, rows(source), self.cast(matrix, acc)))
             grid = self.graph.call_method("view", (sums, -1, *out_hw, bias.numel()))
             acc = self.call(torch.permute, grid, (0, 3, 1, 2))
         self.owned.add(acc)

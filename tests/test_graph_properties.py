@@ -120,6 +120,55 @@ def test_slim_runs_under_autocast(net, seed, emitted):
     assert (low.float() - expected).abs().max() <= 0.05 * (1 + expected.abs().max())
 
 
+def test_slim_runs_under_autocast_when_a_proxy_reads_the_float32_input():
+    """No stem: the first node is the network's input, which autocast leaves in float32 while the sums
+    it feeds are bfloat16."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from randnets import BlockSpec, RandBlock, randomize_batchnorm
+
+    class NoStem(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.Sequential(RandBlock(3, BlockSpec(8, 1, True, True, False)),
+                                        RandBlock(8, BlockSpec(8, 1, False, True, False)),
+                                        RandBlock(8, BlockSpec(8, 1, False, True, False)))
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(x), 1), 1))
+
+    torch.manual_seed(0)
+    net = NoStem().eval()
+    randomize_batchnorm(net, 0)
+    bg = insert_proxies(trace(net, INPUT), 3)
+    every_edge = read_gates(bg, {k: torch.zeros_like(v) for k, v in build_module(bg, "student").state_dict().items()
+                                 if k.startswith("gates.")})
+    for emitted in (torch.contiguous_format, torch.channels_last):
+        slim = build_module(prune(every_edge, k=0, theta=0.0), "slim", "logits", memory_format=emitted).eval()
+        x = _x().contiguous(memory_format=emitted)
+        with torch.no_grad():
+            expected = slim(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                low = slim(x)
+        assert (low.float() - expected).abs().max() <= 0.05 * (1 + expected.abs().max())
+
+
+@SETTINGS
+@given(net=rand_nets(), seed=st.integers(0, 1000), emitted=FORMATS)
+def test_slim_code_uses_only_names_a_task_pack_provides(net, seed, emitted):
+    """A data-only task pack runs the slim module's generated code with forward_namespace()'s names;
+    any other global would make it fall back to a pickled module."""
+    from archsearch.io.pack import forward_namespace
+
+    bg = insert_proxies(trace(net, INPUT), 3)
+    student = build_module(bg, "student")
+    _randomize_gates(student, seed)
+    slim = build_module(prune(read_gates(bg, student.state_dict()), k=1, theta=0.0), "slim", "logits",
+                        memory_format=emitted)
+    assert set(slim.graph.python_code("self").globals) <= set(forward_namespace())
+
+
 def _direct_expected_complexity(bg, alpha, cost: str = "macs") -> float:
     """Loop-by-loop evaluation of DESIGN.md's E[C] formula, written independently."""
     gated = [(u, v, k) for u, v, k in bg.g.edges(keys=True) if k in ("universal", "proxy")]

@@ -51,7 +51,6 @@ class _Emitter:
         self.src = bg.gm
         self.pixels_major = pixels_major  # proxy products over (pixels x channels) rows: channels-last maps
         self.owned: set[fx.Node] = set()  # sums this module made itself, which a ReLU may overwrite
-        self.dtypes: dict[fx.Node, fx.Node] = {}  # value -> its dtype, read once
         self.by_name = {n.name: n for n in bg.gm.graph.nodes}
         self.graph = fx.Graph()
         self.root: dict[str, object] = {}
@@ -226,19 +225,18 @@ class _Emitter:
         for weight, flat in products:
             weights = self.graph.call_method("expand", (weight, batch, -1, -1))
             if own is not None:  # in place: an out-of-place baddbmm first copies acc, one more pass over the map
-                acc = self.graph.call_method("baddbmm_", (acc, self.cast(weights, own), flat))
+                acc = self.graph.call_method("baddbmm_", (acc, self.cast(weights, own), self.cast(flat, own)))
             else:
                 acc = own = self.call(torch.baddbmm, acc, weights, flat)
         return self.call(torch.unflatten, acc, 2, out_hw)
 
     def cast(self, x: fx.Node, like: fx.Node) -> fx.Node:
-        """``x`` in ``like``'s dtype (itself when they match). Under autocast a sum and the maps it reads
-        are in the lower precision while the proxies' tensors stay float32, and an in-place product
-        with a float32 weight would fail, a float32 bias promote the whole sum. Only the tensors are
-        cast: a cast per source too cost up to 8 % of a batch-1 pass for nothing outside autocast."""
-        if like not in self.dtypes:
-            self.dtypes[like] = self.call(getattr, like, "dtype")
-        return self.graph.call_method("to", (x, self.dtypes[like]))
+        """``x`` in ``like``'s dtype (itself when they match). Under autocast a sum is in the lower
+        precision while the proxies' tensors stay float32, and so may a source (the network's input,
+        where no stem comes first): an in-place product with mixed dtypes fails, a float32 bias
+        promotes the whole sum. ``type_as`` rather than ``.to(like.dtype)``: no ``getattr`` in the
+        code, whose names a task pack must resolve, and a fifth of the cost at batch 1."""
+        return self.graph.call_method("type_as", (x, like))
 
     def pixel_products(self, node: str, bias: torch.Tensor, products: list[tuple[str, torch.Tensor, fx.Node]],
                        total: fx.Node | None, scaled: tuple[fx.Node, float] | None,
@@ -271,7 +269,7 @@ class _Emitter:
             sums = rows(acc)
             for name, weight, source in products:
                 matrix = self.tensor(name, weight.flatten(1).t().contiguous())
-                sums = self.graph.call_method("addmm_", (sums, rows(source), self.cast(matrix, acc)))
+                sums = self.graph.call_method("addmm_", (sums, self.cast(rows(source), acc), self.cast(matrix, acc)))
             grid = self.graph.call_method("view", (sums, -1, *out_hw, bias.numel()))
             acc = self.call(torch.permute, grid, (0, 3, 1, 2))
         self.owned.add(acc)

@@ -20,7 +20,7 @@ from archsearch.graph.classifier import replace_classifier
 from archsearch.graph.trace import trace
 from archsearch.io.jsonfile import read_json_dict
 from archsearch.latency import latency_rounds
-from archsearch.layout import layout_named
+from archsearch.layout import layout_name, layout_named
 from archsearch.models import resolve_model
 from archsearch.passes.codegen import build_module
 
@@ -101,6 +101,7 @@ def compare(run: Path, batches: list[int], threads: list[int], rounds: int = 5, 
     finally:
         torch.set_num_threads(default_threads)
     return {"run": str(run), "backbone": report["backbone"], "dataset": report["dataset"], "device": device,
+            "memory_format": layout_name(layout),
             "mac_factor": report["original_macs"] / report["tailored_macs"], "rounds": rounds, "repeats": repeats,
             "rows": rows}
 
@@ -108,7 +109,8 @@ def compare(run: Path, batches: list[int], threads: list[int], rounds: int = 5, 
 def table(result: dict) -> str:
     """The comparison as aligned lines, speed-up next to the MAC factor."""
     factor = result["mac_factor"]
-    lines = [f"{result['backbone']} → {result['dataset']} ({result['run']}), {result['device']}: "
+    lines = [f"{result['backbone']} → {result['dataset']} ({result['run']}), {result['device']}, "
+             f"{result['memory_format'].replace('_', '-')}: "
              f"{factor:.2f}x fewer MACs; median of {result['rounds']} rounds of {result['repeats']} passes",
              f"{'batch':>6} {'threads':>8} {'original':>11} {'tailored':>11} {'speed-up':>9} {'range':>13} "
              f"{'of MAC factor':>14}"]

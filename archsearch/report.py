@@ -6,6 +6,11 @@ def _m(n: float) -> str:
     return f"{n / 1e6:.2f} M"
 
 
+def _where(report: dict) -> list[str]:
+    """Device, threads and memory layout the latency was measured with (runs before layouts: no layout)."""
+    return [report["latency_on"]] + ([report["memory_format"].replace("_", "-")] if "memory_format" in report else [])
+
+
 def summary(report: dict) -> str:
     """A few aligned lines: accuracy, MACs, parameters, blocks and latency, original vs tailored."""
     lat1 = report["latency_seconds"]["batch1"]
@@ -25,7 +30,7 @@ def summary(report: dict) -> str:
         f"  latency      batch 1: {lat1['original'] * 1e3:.2f} → {lat1['tailored'] * 1e3:.2f} ms   "
         f"batch 32: {lat32['original'] * 1e3:.1f} → {lat32['tailored'] * 1e3:.1f} ms "
         f"({lat32['original'] / lat32['tailored']:.2f}x faster)"
-        + (f"   ({report['latency_on']})" if "latency_on" in report else ""),
+        + (f"   ({', '.join(_where(report))})" if "latency_on" in report else ""),
         f"  choice       {report['selection']}",
         f"  universal blocks unchanged: {report['universal_unchanged']}",
     ]

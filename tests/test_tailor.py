@@ -183,6 +183,7 @@ def test_latency_command_times_a_finished_run_again(tiny_run):
     out = json.loads(result.stdout)  # the JSON alone on stdout; progress lines go to stderr
     assert result.stderr.count("timing batch") == 4
     assert out["mac_factor"] == pytest.approx(report["original_macs"] / report["tailored_macs"])
+    assert out["memory_format"] == report["memory_format"] == "channels_last"  # timed as its code was written
     assert [(r["threads"], r["batch"]) for r in out["rows"]] == [(3, 1), (3, 4), (1, 1), (1, 4)]
     for r in out["rows"]:
         low, high = r["speedup_range"]

@@ -9,8 +9,10 @@ Two modes:
   ``alpha = softmax`` over live edges.
 - ``slim``: gates are constants; a node with one live input has no gate at all. Task-specific layers
   run in inference form: each proxy is pooling plus 1x1 convolutions with its batch-norms and its
-  alpha folded in, the last one a matrix product accumulated straight into the node's sum; the
-  classifier is a functional call on its tensors. Universal blocks stay the very same modules.
+  alpha folded in, the last one a matrix product accumulated straight into the node's sum, over
+  NCHW maps or, with ``memory_format=torch.channels_last`` (what a run emits), over the maps'
+  (pixels x channels) rows; the classifier is a functional call on its tensors. Universal blocks
+  stay the very same modules.
   The result holds only torch modules and tensors, so ``torch.load`` needs nothing of archsearch,
   and a task pack can store a task as tensors plus code.
 """
@@ -166,9 +168,10 @@ class _Emitter:
         """A slim node's input: sum of its live edges, each times its constant gate, in few memory passes.
 
         Proxies whose last layer is a 1x1 convolution become matrix products accumulated straight
-        into the sum (``baddbmm``); their biases are added once, together with the universal
-        block's gated output. On CPU every pass over a feature map costs about as much as a small
-        convolution, so this is what lets latency fall with MACs.
+        into the sum (``baddbmm_`` over NCHW maps, or ``pixel_products`` for channels-last ones);
+        their biases are added once, together with the universal block's gated output. On CPU every
+        pass over a feature map costs about as much as a small convolution, so this is what lets
+        latency fall with MACs.
         """
         edges = bg.in_edges(node)
         terms: list[fx.Node] = []

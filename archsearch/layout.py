@@ -3,8 +3,8 @@
 Training runs channels-last on a GPU, where cuDNN's convolutions prefer it, and NCHW on the CPU,
 where the student's narrow products and batch-norms run fastest that way. A finished network runs
 channels-last everywhere: on this project's CPU, with its proxy products emitted as (pixels x
-channels) matrix products, every tailored network measured ran faster channels-last than NCHW, and
-every original too (docs/results.md, *Channels-last, emitted*). What a run saves is NCHW tensors,
+channels) matrix products, every tailored network measured ran faster channels-last than NCHW at
+batch 64, and every original too (docs/results.md, *Channels-last, emitted*). What a run saves is NCHW tensors,
 so it loads on any machine; it runs fastest once moved to :func:`deployment_layout`.
 """
 from __future__ import annotations

@@ -140,10 +140,12 @@ def write_doc(path: Path, lines: list[str]) -> None:
 
 
 def blocks_replaced(model: torch.nn.Module, input_shape: tuple[int, ...], every: int = 3,
+                    memory_format: torch.memory_format = torch.contiguous_format,
                     ) -> tuple[torch.fx.GraphModule, torch.fx.GraphModule, int, int, int, int]:
     """A tailored structure without training: every ``every``-th universal block replaced by its nearest
     proxy, through the real proxy, prune and code-generation passes (gates set by hand, as training
-    would leave them). Returns the original and slim modules, their MACs, and blocks in all and removed."""
+    would leave them), its code emitted for ``memory_format`` maps. Returns the original and slim
+    modules, their MACs, and blocks in all and removed."""
     bg = insert_proxies(trace(model, input_shape), 3)
     state = build_module(bg, "student").state_dict()
     universal = bg.universal()
@@ -159,5 +161,5 @@ def blocks_replaced(model: torch.nn.Module, input_shape: tuple[int, ...], every:
         state[f"gates.{node}"] = logits
     pruned = prune(read_gates(bg, state), k=len(drop), theta=0.05)
     original = build_module(trace(model, input_shape), "slim", "logits").eval()
-    slim = build_module(pruned, "slim", "logits").eval()
+    slim = build_module(pruned, "slim", "logits", memory_format=memory_format).eval()
     return original, slim, bg.total_macs, pruned.macs(), len(universal), len(universal) - len(pruned.universal())

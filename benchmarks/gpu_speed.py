@@ -5,7 +5,9 @@ Builds ResNet-50 (224x224 inputs, 1,000 classes) and a tailored structure of it:
 through the real proxy, prune and code-generation passes (blocks_replaced in common.py; gates set
 by hand, no training: latency does not depend on the weights' values, and no ImageNet weights ship
 with the project). Times original and tailored interleaved on one device at each batch size
-(cuDNN autotuning on, warm-up, CUDA synchronised, median), and writes the table with the GPU's name.
+(cuDNN autotuning on, warm-up, CUDA synchronised, median), both in the layout archsearch runs
+finished networks in (channels-last, the tailored code emitted for it), and writes the table with
+the GPU's name.
 
 On a lent GPU, as one call:  python3 benchmarks/gpu_speed.py --doc $OUT/gpu_speed.md
 Here, to check the script:   python benchmarks/gpu_speed.py --device cpu --quick --doc /tmp/gpu_speed.md
@@ -24,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 import backbones  # noqa: E402
 from benchmarks.common import at_least_one, blocks_replaced, provenance, set_allocator, write_doc  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
+from archsearch.layout import deployment_layout, layout_name  # noqa: E402
 
 
 def main() -> None:
@@ -43,14 +46,16 @@ def main() -> None:
             raise SystemExit("--device cuda: torch sees no CUDA device here; use --device cpu")
         torch.backends.cudnn.benchmark = True
     shape = (3, 224, 224)
+    layout = deployment_layout(args.device)
     original, slim, macs0, macs1, blocks, removed = blocks_replaced(backbones.get_backbone("resnet50").eval(),
-                                                                    shape, args.remove_every)
-    original, slim = original.to(args.device), slim.to(args.device)
+                                                                    shape, args.remove_every, layout)
+    original, slim = original.to(args.device, memory_format=layout), slim.to(args.device, memory_format=layout)
     factor = macs0 / macs1
     rows = ["| batch | original (ms) | tailored (ms) | speed-up | MAC factor | speed-up / MAC factor |",
             "|---|---|---|---|---|---|"]
     for b in batches:
-        t = interleaved_latency({"original": original, "tailored": slim}, shape, b, repeats=repeats, device=args.device)
+        t = interleaved_latency({"original": original, "tailored": slim}, shape, b, repeats=repeats, device=args.device,
+                                memory_format=layout)
         speedup = t["original"] / t["tailored"]
         rows.append(f"| {b} | {t['original'] * 1e3:.2f} | {t['tailored'] * 1e3:.2f} | {speedup:.2f}x | {factor:.2f}x | "
                     f"**{speedup / factor * 100:.0f} %**{'' if speedup >= 0.8 * factor else ' (short)'} |")
@@ -58,7 +63,7 @@ def main() -> None:
     device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
     lines = ["# Tailored ResNet-50 at 224 px: latency against MACs", "", *provenance(allocator),
              f"Device: {args.device} ({device}), cuDNN autotuning {'on' if args.device.startswith('cuda') else 'n/a'}, "
-             "float32", "",
+             f"float32, {layout_name(layout)}", "",
              f"Structure: {removed} of {blocks} bottleneck blocks replaced by their nearest proxy; "
              f"{macs0 / 1e9:.2f} → {macs1 / 1e9:.2f} GMAC per image ({factor:.2f}x fewer). Interleaved, "
              f"median of {repeats} after 3 warm-up passes.", "", *rows]

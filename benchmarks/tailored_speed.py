@@ -1,8 +1,10 @@
 """Are tailored networks faster in proportion to their MACs? Real runs, original against tailored.
 
 For each run directory: the original network (the backbone with the task's classifier, an eager
-nn.Module as a user would run it) and the run's tailored.pt, timed interleaved in one process
-(warm-up, median of repeats) at batch 1 and batch 64 on CPU, once per thread setting. The
+nn.Module as a user would run it) and the run's tailored.pt, both in the memory layout the run
+emitted its code for (channels-last; NCHW for runs made before reports named one), timed
+interleaved in one process (warm-up, median of repeats) at batch 1 and batch 64 on CPU, once per
+thread setting. The
 measurement is repeated in rounds: this machine's 2-thread timings move between states that
 change the tailored network's time far more than the original's, so each row gives the median
 over rounds and the range of the per-round ratio. Reports each speed-up next to the MAC factor.

@@ -29,11 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from archsearch.graph.trace import symbolic_trace  # noqa: E402
+from archsearch.layout import layout_name, layout_named  # noqa: E402
 from archsearch.nn.proxy import HalvingMaxPool  # noqa: E402
 from benchmarks.common import load_pair, provenance, run_line, set_allocator, write_doc  # noqa: E402
 
 OTHERS = ("batch-norms", "proxy products", "pooling", "activations", "sums and gate scaling", "everything else")
-_PRODUCTS = {"bmm", "baddbmm", "baddbmm_", "conv2d"}  # how the slim code runs proxies (conv2d: all but pointwise-last)
+# How the slim code runs proxies: (b)addbmm(_) in the NCHW form, addmm(_) over pixel rows in the channels-last
+# form, conv2d for all but a pointwise-last layer (and the first product of a channels-last sum).
+_PRODUCTS = {"bmm", "baddbmm", "baddbmm_", "addmm", "addmm_", "conv2d"}
 _POOLS = {"maximum", "max_pool2d"}
 _ACTS = {"relu", "relu_"}
 _SUMS = {"add", "add_", "mul", "mul_", "iadd"}
@@ -104,6 +107,9 @@ def _macs(gm: fx.GraphModule, node: fx.Node, out: Any, env: dict) -> int:
     if _name(node) == "conv2d":  # F.conv2d(x, weight, …): weight is (out, in / groups, kh, kw)
         weight = env[node.args[1]]
         return out.numel() * weight[0].numel()
+    if _name(node) in ("addmm", "addmm_"):  # addmm(_)(sum, rows, weight): weight is (in, out)
+        weight = node.args[-1]
+        return out.numel() * env[weight].shape[0] if isinstance(weight, fx.Node) else 0
     if _name(node) in _PRODUCTS:
         weight = node.args[-2]  # (b)addbmm(_)(…, batch1, batch2): batch1 is the weight
         return out.numel() * env[weight].shape[-1] if isinstance(weight, fx.Node) else 0
@@ -153,9 +159,11 @@ def main() -> None:
     if args.quick:
         args.repeats = 5
     report, eager, tailored = load_pair(args.run)
-    original = symbolic_trace(eager)
+    layout = layout_named(report.get("memory_format"), "cpu")  # both run as the run's code was emitted for
+    original = symbolic_trace(eager).to(memory_format=layout)
+    tailored = tailored.to(memory_format=layout)
     runs = {"original": _TimedRun(original), "tailored": _TimedRun(tailored)}
-    x = torch.randn(args.batch, *report["input_shape"])
+    x = torch.randn(args.batch, *report["input_shape"]).contiguous(memory_format=layout)
     with torch.no_grad():
         expect = tailored(x)
         got = runs["tailored"].run(x)
@@ -180,7 +188,7 @@ def main() -> None:
     lines = ["# Where a tailored network's time goes", "",
              *provenance(allocator),
              run_line(report), "",
-             f"Batch {args.batch}; each forward pass run node by node (torch.fx Interpreter), original and tailored "
+             f"Batch {args.batch}, {layout_name(layout)}; each forward pass run node by node (torch.fx Interpreter), original and tailored "
              f"alternating; per category the median over {args.repeats} passes. Node-by-node: "
              f"{speedup:.2f}x faster, {speedup / factor * 100:.0f} % of the MAC factor.", "", *rows]
     write_doc(args.doc, lines)

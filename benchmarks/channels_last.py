@@ -30,7 +30,8 @@ import torch.fx as fx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import at_least_one, chosen, load_pair, provenance, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import (at_least_one, chosen, load_pair, provenance, require_nchw_run,  # noqa: E402
+                               set_allocator, write_doc)
 from archsearch.latency import latency_rounds  # noqa: E402
 
 CL = torch.channels_last
@@ -99,9 +100,7 @@ def main() -> None:
             "|---|---|---|---|---|---|---|"]
     for run in args.runs:
         report, original, tailored = load_pair(run)
-        if report.get("memory_format", "nchw") != "nchw":
-            raise SystemExit(f"{run}: its network was emitted for {report['memory_format']} maps; this benchmark "
-                             "needs one emitted in NCHW (a run made before reports named a memory_format)")
+        require_nchw_run(run, report)
         shape = tuple(report["input_shape"])
         probe = nhwc_products(tailored)
         with torch.no_grad():

@@ -21,6 +21,7 @@ from archsearch.compare import load_run
 from archsearch.errors import UserError
 from archsearch.graph.trace import trace
 from archsearch.io.atomic import atomic_write_text
+from archsearch.layout import layout_named
 from archsearch.passes.codegen import build_module, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.prune import prune
@@ -86,6 +87,19 @@ def load_pair(run: Path) -> tuple[dict, torch.nn.Module, torch.fx.GraphModule]:
     except UserError as exc:
         raise SystemExit(str(exc)) from None
     return report, backbones.get_backbone(report["backbone"], num_classes=report["num_classes"]).eval(), tailored
+
+
+def run_layout(report: dict) -> torch.memory_format:
+    """The layout a run's tailored code was emitted for, and so both networks are timed in (NCHW for runs
+    made before reports named one)."""
+    return layout_named(report.get("memory_format"), "cpu")
+
+
+def require_nchw_run(run: Path, report: dict) -> None:
+    """Stop with one line unless the run's code was emitted for NCHW maps (a study of that form)."""
+    if run_layout(report) != torch.contiguous_format:
+        raise SystemExit(f"{run}: its network was emitted for {report['memory_format']} maps; this benchmark studies "
+                         "the NCHW form: give a run made before reports named a memory_format")
 
 
 def run_line(report: dict) -> str:

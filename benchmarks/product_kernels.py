@@ -39,7 +39,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import at_least_one, load_pair, provenance, run_line, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import (at_least_one, load_pair, provenance, require_nchw_run, run_line,  # noqa: E402
+                               set_allocator, write_doc)
 from archsearch.latency import latency_rounds  # noqa: E402
 
 BATCH = 64
@@ -250,6 +251,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     try:
         report, original, tailored = load_pair(args.run)
+        require_nchw_run(args.run, report)
         shape = tuple(report["input_shape"])
         factor = report["original_macs"] / report["tailored_macs"]
 

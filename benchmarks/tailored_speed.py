@@ -24,11 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import at_least_one, chosen, load_pair, provenance, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import (at_least_one, chosen, load_pair, provenance, run_layout, set_allocator,  # noqa: E402
+                               write_doc)
 from archsearch.compare import parse_counts  # noqa: E402
 from archsearch.errors import UserError  # noqa: E402
 from archsearch.latency import latency_rounds  # noqa: E402
-from archsearch.layout import layout_name, layout_named  # noqa: E402
+from archsearch.layout import layout_name  # noqa: E402
 
 BATCHES = (1, 64)
 
@@ -56,7 +57,7 @@ def main() -> None:
             "| speed-up b64 | b64 speed-up / MAC factor | per-round range |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in args.runs:
         report, original, tailored = load_pair(run)
-        layout = layout_named(report.get("memory_format"), "cpu")  # the one its code was emitted for
+        layout = run_layout(report)  # the one its code was emitted for
         models = {"original": original.to(memory_format=layout), "tailored": tailored.to(memory_format=layout)}
         factor = report["original_macs"] / report["tailored_macs"]
         for n in threads:

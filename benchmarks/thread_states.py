@@ -21,7 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import at_least_one, load_pair, provenance, run_line, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import (at_least_one, load_pair, provenance, run_layout, run_line,  # noqa: E402
+                               set_allocator, write_doc)
 from archsearch.latency import interleaved_latency  # noqa: E402
 
 
@@ -49,7 +50,8 @@ def main() -> None:
     default_threads = torch.get_num_threads()
     counts = [default_threads, 1] if default_threads > 1 else [1]
     report, original, tailored = load_pair(args.run)
-    models = {"original": original, "tailored": tailored}
+    layout = run_layout(report)
+    models = {"original": original.to(memory_format=layout), "tailored": tailored.to(memory_format=layout)}
     shape = tuple(report["input_shape"])
     factor = report["original_macs"] / report["tailored_macs"]
     probe = torch.randn(256, 256)
@@ -62,7 +64,7 @@ def main() -> None:
             cells = []
             for n in counts:
                 torch.set_num_threads(n)
-                t = interleaved_latency(models, shape, 64, repeats=args.passes, warmup=2)
+                t = interleaved_latency(models, shape, 64, repeats=args.passes, warmup=2, memory_format=layout)
                 ratios[n].append(t["original"] / t["tailored"] / factor * 100)
                 cells.append(f"{t['original'] * 1e3:.1f} → {t['tailored'] * 1e3:.2f}, {ratios[n][-1]:.0f} %")
             torch.set_num_threads(default_threads)

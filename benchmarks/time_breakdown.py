@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from archsearch.graph.trace import symbolic_trace  # noqa: E402
-from archsearch.layout import layout_name, layout_named  # noqa: E402
+from archsearch.layout import layout_name  # noqa: E402
 from archsearch.nn.proxy import HalvingMaxPool  # noqa: E402
-from benchmarks.common import load_pair, provenance, run_line, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import load_pair, provenance, run_layout, run_line, set_allocator, write_doc  # noqa: E402
 
 OTHERS = ("batch-norms", "proxy products", "pooling", "activations", "sums and gate scaling", "everything else")
 # How the slim code runs proxies: (b)addbmm(_) in the NCHW form, addmm(_) over pixel rows in the channels-last
@@ -159,7 +159,7 @@ def main() -> None:
     if args.quick:
         args.repeats = 5
     report, eager, tailored = load_pair(args.run)
-    layout = layout_named(report.get("memory_format"), "cpu")  # both run as the run's code was emitted for
+    layout = run_layout(report)  # both run as the run's code was emitted for
     original = symbolic_trace(eager).to(memory_format=layout)
     tailored = tailored.to(memory_format=layout)
     runs = {"original": _TimedRun(original), "tailored": _TimedRun(tailored)}

@@ -4,8 +4,9 @@ Training runs channels-last on a GPU, where cuDNN's convolutions prefer it, and 
 where the student's narrow products and batch-norms run fastest that way. A finished network runs
 channels-last everywhere: on this project's CPU, with its proxy products emitted as (pixels x
 channels) matrix products, every tailored network measured ran faster channels-last than NCHW at
-batch 64, and every original too (docs/results.md, *Channels-last, emitted*). What a run saves is NCHW tensors,
-so it loads on any machine; it runs fastest once moved to :func:`deployment_layout`.
+batch 64, and every original too (docs/results.md, *Channels-last, emitted*). A run saves its
+networks on the CPU with channels-last weights, so that ``torch.load(...)(images)`` runs that way
+even on NCHW images: a convolution with channels-last weights returns channels-last maps.
 """
 from __future__ import annotations
 

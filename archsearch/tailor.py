@@ -563,8 +563,8 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
         module.to(p.device, memory_format=deployed)
     latency = {f"batch{b}": median_latency({"original": original_module, "tailored": slim}, source.input_shape, b,
                                            device=p.device, memory_format=deployed) for b in (1, 32)}
-    for module in (slim, bg.gm):  # what the run saves loads, and runs as measured, on any machine
-        module.to("cpu", memory_format=torch.contiguous_format)
+    for module in (slim, bg.gm):  # saved on the CPU in its layout: torch.load(...)(images) runs as measured
+        module.to("cpu", memory_format=deployed)
     slower = not_faster(latency)
     short = short_retraining(within, len(p.train_loader) * cfg.retrain_epochs, cfg.retrain_epochs)
     for warning in filter(None, (slower, short)):

@@ -114,6 +114,8 @@ def test_task_pack_shares_universal_blocks_and_predicts_like_tailored(tiny_run):
     (task,) = load_tasks(run / "universal.pt", [run / "task.pack"])
     tailored = torch.load(run / "tailored.pt", weights_only=False).eval()
     assert report["memory_format"] == "channels_last" and task.memory_format == torch.channels_last
+    four_d = [p for p in tailored.parameters() if p.dim() == 4]
+    assert four_d and all(p.is_contiguous(memory_format=torch.channels_last) for p in four_d)  # saved as it runs
     x = torch.randn(4, 3, 12, 12)
     with torch.no_grad():
         expected = tailored.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))

@@ -10,7 +10,11 @@ even on NCHW images: a convolution with channels-last weights returns channels-l
 """
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
+import torch.nn as nn
 
 
 def training_layout(device: str | torch.device) -> torch.memory_format:
@@ -38,3 +42,21 @@ def layout_named(name: str | None, device: str | torch.device) -> torch.memory_f
     if name is None:
         return training_layout(device)
     return {v: k for k, v in _NAMES.items()}.get(name, training_layout(device))
+
+
+def refused_layout(modules: list[nn.Module], probe: torch.Tensor, layout: torch.memory_format,
+                   training: torch.memory_format) -> str | None:
+    """Why ``modules`` cannot run in ``layout`` (the error's first line), or None when they can, on
+    maps in it and on maps in the training layout (how accuracy is measured): a user's model may
+    ``.view`` a map that only NCHW keeps contiguous. The modules are left in the training layout."""
+    try:
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):  # fx prints the failing line there
+            for module in modules:
+                module.to(memory_format=layout)(probe.contiguous(memory_format=layout))
+                module(probe.contiguous(memory_format=training))
+    except RuntimeError as exc:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    finally:
+        for module in modules:
+            module.to(memory_format=training)
+    return None

@@ -31,7 +31,7 @@ from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
 from archsearch.io.jsonfile import read_json_dict
 from archsearch.io.pack import tensor_digest, write_pack, write_universal
 from archsearch.latency import latency_setting, median_latency
-from archsearch.layout import deployment_layout, layout_name, training_layout
+from archsearch.layout import deployment_layout, layout_name, refused_layout, training_layout
 from archsearch.models import resolve_model
 from archsearch.graph.gates import alphas
 from archsearch.passes.codegen import build_module, read_gates
@@ -550,15 +550,21 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     gates_everywhere = distributed.all_gather(d, [a["logit"] for _, a in p.trained_bg.iter_attrs(("universal", "proxy"))])
 
     pruned_student = build_module(final_bg, "student", "all").eval()
+    probe = next(iter(p.test_loader))[0][:8].to(p.device)
+    original_module = build_module(p.teacher_bg, "slim", "logits").eval()
     deployed = deployment_layout(p.device)
     slim = build_module(final_bg, "slim", "logits", memory_format=deployed).eval()
+    refused = refused_layout([original_module, slim], probe, deployed, p.layout)
+    if refused:
+        log(f"note: this network does not run in {layout_name(deployed)} ({refused}); it is emitted, timed and "
+            f"saved {layout_name(torch.contiguous_format)}")
+        deployed = torch.contiguous_format
+        slim = build_module(final_bg, "slim", "logits").eval()
     slim_accuracy = p.accuracy(slim)
     if not d.is_main:
         return {}
     with torch.no_grad():
-        probe = next(iter(p.test_loader))[0][:8].to(p.device)
         slim_error = float((slim(probe) - pruned_student(probe)[0]).abs().max())
-    original_module = build_module(p.teacher_bg, "slim", "logits").eval()
     for module in (original_module, slim):  # both timed as they are best run: in the deployment layout
         module.to(p.device, memory_format=deployed)
     latency = {f"batch{b}": median_latency({"original": original_module, "tailored": slim}, source.input_shape, b,

@@ -97,6 +97,22 @@ def test_tailored_module_loads_without_archsearch(tiny_run):
     assert out.stdout.strip() == "(2, 3)"
 
 
+def test_a_model_that_refuses_channels_last_is_emitted_and_timed_nchw(tmp_path):
+    """A user head that flattens a spatial map with .view runs only NCHW: the run says so and goes on."""
+    source = USER_MODEL.replace("self.out = nn.Linear(16, 3)", "self.out = nn.Linear(16 * 6 * 6, 3)").replace(
+        "return self.out(torch.flatten(F.adaptive_avg_pool2d(self.body(self.stem(x)), 1), 1))",
+        "y = self.body(self.stem(x))\n        return self.out(y.view(y.size(0), -1))")
+    (tmp_path / "viewhead.py").write_text(source)
+    cfg = TailorConfig(model=f"{tmp_path / 'viewhead.py'}:build", input_size="3,12,12",
+                       data=str(_tiny_data(tmp_path / "d.npz")), out=str(tmp_path / "run"), teacher_epochs=1,
+                       student_epochs=1, retrain_epochs=1, sweep="0,2", batch_size=32, progress=False)
+    said: list[str] = []
+    report = tailor(cfg, log=said.append)
+    assert report["memory_format"] == "nchw"
+    assert any(m.startswith("note: this network does not run in channels_last (view size") for m in said)
+    assert report["slim_vs_pruned_student_max_abs_diff"] <= 1e-5
+
+
 def test_resume_finished_run_reuses_checkpoints(tiny_run, tmp_path):
     report, run = tiny_run
     cfg = TailorConfig(model=report["config"]["model"], input_size="3,12,12", data=report["config"]["data"],

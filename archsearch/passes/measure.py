@@ -25,7 +25,7 @@ import torch.nn as nn
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph, Edge
 from archsearch.latency import interleaved_latency
-from archsearch.layout import deployment_layout, training_layout
+from archsearch.layout import deployment_layout, refused_layout, training_layout
 
 
 def _sync(device: torch.device) -> None:
@@ -66,14 +66,17 @@ def measure_edge_seconds(bg: BlockGraph, batch: int, device: str | torch.device 
                          repeats: int = 5) -> dict[str, float]:
     """Median seconds of one forward pass of each edge (by ``edge_key``) at ``batch``, and of the whole
     pre-trained network node by node (key ``""``); one warm-up pass first. Maps and weights are in
-    the deployment layout while timed, as the tailored network will run, and back in the training
-    layout afterwards."""
+    the deployment layout while timed, as the tailored network will run (NCHW where the network
+    refuses it, as the tailored one then will), and back in the training layout afterwards."""
     device = torch.device(device)
-    layout = deployment_layout(device)
-    bg.gm.to(memory_format=layout)
-    x = torch.randn(batch, *bg.g.graph["input_shape"], device=device).contiguous(memory_format=layout)
+    x = torch.randn(batch, *bg.g.graph["input_shape"], device=device)
     modes = _eval_modes(bg.gm)
     try:
+        layout = deployment_layout(device)
+        if refused_layout([bg.gm], x[:2], layout, training_layout(device)):
+            layout = torch.contiguous_format
+        bg.gm.to(memory_format=layout)
+        x = x.contiguous(memory_format=layout)
         with torch.no_grad():
             runs: list[dict[str, float]] = []
             for _ in range(repeats + 1):

@@ -6,7 +6,8 @@ channels-last everywhere: on this project's CPU, with its proxy products emitted
 channels) matrix products, every tailored network measured ran faster channels-last than NCHW at
 batch 64, and every original too (docs/results.md, *Channels-last, emitted*). A run saves its
 networks on the CPU with channels-last weights, so that ``torch.load(...)(images)`` runs that way
-even on NCHW images: a convolution with channels-last weights returns channels-last maps.
+even on NCHW images: a convolution with channels-last weights (and more than one input channel)
+returns channels-last maps.
 """
 from __future__ import annotations
 

@@ -148,7 +148,9 @@ def load_tasks(universal: str | Path | nn.Module, packs: list[str | Path]) -> li
     if isinstance(universal, nn.Module) and not hasattr(shared, "archsearch_sha256"):
         shared.archsearch_sha256 = tensor_digest(shared)
     tasks = [attach(shared, p) for p in packs]
-    if tasks and all(t.memory_format == torch.channels_last for t in tasks):  # weights once in the maps' layout
-        for t in tasks:  # (not when a task needs NCHW: a network that refused channels-last shares these blocks)
-            t.module.to(memory_format=torch.channels_last)
+    # Weights once in the maps' layout: channels-last unless a task needs NCHW (its network refused
+    # channels-last, and it shares these blocks), whatever layout universal.pt was saved in.
+    channels_last = bool(tasks) and all(t.memory_format == torch.channels_last for t in tasks)
+    for t in tasks:
+        t.module.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return tasks

@@ -153,6 +153,23 @@ def test_two_packs_share_one_copy_of_universal_tensors(tiny_run):
     assert task_a and task_b and not (task_a & task_b)
 
 
+def test_a_pack_that_needs_nchw_keeps_the_shared_blocks_nchw(tiny_run, tmp_path):
+    """Beside a channels-last pack, one whose network refused channels-last (its report says nchw) must not
+    find the blocks it shares moved to channels-last; both still predict what they did alone."""
+    from archsearch import load_tasks
+
+    _, run = tiny_run
+    pack = torch.load(run / "task.pack", weights_only=True)
+    torch.save({**pack, "memory_format": "nchw"}, tmp_path / "nchw.pack")
+    x = torch.randn(3, 3, 12, 12)
+    (alone,) = load_tasks(run / "universal.pt", [run / "task.pack"])
+    cl, nchw = load_tasks(run / "universal.pt", [run / "task.pack", tmp_path / "nchw.pack"])
+    assert nchw.memory_format == torch.contiguous_format
+    assert all(p.is_contiguous() for p in nchw.module.parameters())
+    with torch.no_grad():
+        assert torch.allclose(cl(x), alone(x), atol=1e-5) and torch.allclose(nchw(x), alone(x), atol=1e-5)
+
+
 def test_task_pack_is_data_only(tiny_run):
     """A pack holds tensors, code and metadata, no pickled module: it loads with weights_only=True."""
     _, run = tiny_run

@@ -39,6 +39,19 @@ def _step(stage, opt, x, y) -> float:
     return time.perf_counter() - start
 
 
+def median_steps(steps: dict, y: torch.Tensor, repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds of one optimizer step of each ``name: (stage, input)``, all interleaved step by
+    step (SGD with momentum, as training runs), after ``warmup`` steps of each."""
+    opts = {k: torch.optim.SGD(stage.param_groups, momentum=0.9) for k, (stage, _) in steps.items()}
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for i in range(warmup + repeats):
+        for k, (stage, x) in steps.items():
+            t = _step(stage, opts[k], x, y)
+            if i >= warmup:
+                times[k].append(t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="resnet20")
@@ -67,14 +80,7 @@ def main() -> None:
         student_mode_setter(student, sbg)(True)
     teacher.train()
     teacher_cl.train()
-    opts = {k: torch.optim.SGD(st.param_groups, momentum=0.9) for k, (st, _) in steps.items()}
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for i in range(3 + repeats):
-        for k, (st, xx) in steps.items():
-            t = _step(st, opts[k], xx, y)
-            if i >= 3:
-                times[k].append(t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = median_steps(steps, y, repeats)
     ratio = med["student"] / med["teacher"]
     lines = ["# Search cost: student step against teacher step", "",
              *provenance(allocator), f"The four steps interleaved, median of {repeats}.", "",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
 from benchmarks.common import at_least_one, provenance, set_allocator, write_doc  # noqa: E402
-from benchmarks.search_cost import _step  # noqa: E402
+from benchmarks.search_cost import median_steps  # noqa: E402
 from archsearch.graph.blockgraph import BlockGraph  # noqa: E402
 from archsearch.graph.classifier import replace_classifier  # noqa: E402
 from archsearch.graph.trace import trace  # noqa: E402
@@ -67,14 +66,7 @@ def main() -> None:
     for stage, _ in steps.values():
         if stage.name == "teacher":
             stage.module.train()
-    opts = {k: torch.optim.SGD(stage.param_groups, momentum=0.9) for k, (stage, _) in steps.items()}
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for i in range(3 + repeats):
-        for k, (stage, xx) in steps.items():
-            t = _step(stage, opts[k], xx, y)
-            if i >= 3:
-                times[k].append(t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = median_steps(steps, y, repeats)
     rows = ["| step | NCHW (ms) | channels-last (ms) | NCHW / channels-last |", "|---|---|---|---|"]
     for what in ("teacher", "student"):
         a, b = med[f"{what}, NCHW"], med[f"{what}, channels-last"]

@@ -40,8 +40,6 @@ def layout_name(layout: torch.memory_format) -> str:
 def layout_named(name: str | None, device: str | torch.device) -> torch.memory_format:
     """The layout a run's report names; for runs made before reports named one, the layout runs
     were then timed in on ``device`` (the training layout)."""
-    if name is None:
-        return training_layout(device)
     return {v: k for k, v in _NAMES.items()}.get(name, training_layout(device))
 
 
@@ -61,3 +59,11 @@ def refused_layout(modules: list[nn.Module], probe: torch.Tensor, layout: torch.
         for module in modules:
             module.to(memory_format=training)
     return None
+
+
+def deployable_layout(modules: list[nn.Module], probe: torch.Tensor,
+                      device: str | torch.device) -> tuple[torch.memory_format, str | None]:
+    """The layout ``modules`` will run in on ``device``: the deployment layout, or NCHW with the reason
+    when they refuse it (see :func:`refused_layout`)."""
+    reason = refused_layout(modules, probe, deployment_layout(device), training_layout(device))
+    return (torch.contiguous_format, reason) if reason else (deployment_layout(device), None)

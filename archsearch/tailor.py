@@ -31,7 +31,7 @@ from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
 from archsearch.io.jsonfile import read_json_dict
 from archsearch.io.pack import tensor_digest, write_pack, write_universal
 from archsearch.latency import latency_setting, median_latency
-from archsearch.layout import deployment_layout, layout_name, refused_layout, training_layout
+from archsearch.layout import deployable_layout, deployment_layout, layout_name, training_layout
 from archsearch.models import resolve_model
 from archsearch.graph.gates import alphas
 from archsearch.passes.codegen import build_module, read_gates
@@ -552,14 +552,12 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     pruned_student = build_module(final_bg, "student", "all").eval()
     probe = next(iter(p.test_loader))[0][:8].to(p.device)
     original_module = build_module(p.teacher_bg, "slim", "logits").eval()
-    deployed = deployment_layout(p.device)
-    slim = build_module(final_bg, "slim", "logits", memory_format=deployed).eval()
-    refused = refused_layout([original_module, slim], probe, deployed, p.layout)
+    slim = build_module(final_bg, "slim", "logits", memory_format=deployment_layout(p.device)).eval()
+    deployed, refused = deployable_layout([original_module, slim], probe, p.device)
     if refused:
-        log(f"note: this network does not run in {layout_name(deployed)} ({refused}); it is emitted, timed and "
-            f"saved {layout_name(torch.contiguous_format)}")
-        deployed = torch.contiguous_format
-        slim = build_module(final_bg, "slim", "logits").eval()
+        log(f"note: this network does not run in {layout_name(deployment_layout(p.device))} ({refused}); it is "
+            f"emitted, timed and saved {layout_name(deployed)}")
+        slim = build_module(final_bg, "slim", "logits", memory_format=deployed).eval()
     slim_accuracy = p.accuracy(slim)
     if not d.is_main:
         return {}

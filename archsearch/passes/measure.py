@@ -25,7 +25,7 @@ import torch.nn as nn
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph, Edge
 from archsearch.latency import interleaved_latency
-from archsearch.layout import deployment_layout, refused_layout, training_layout
+from archsearch.layout import deployable_layout, training_layout
 
 
 def _sync(device: torch.device) -> None:
@@ -72,9 +72,7 @@ def measure_edge_seconds(bg: BlockGraph, batch: int, device: str | torch.device 
     x = torch.randn(batch, *bg.g.graph["input_shape"], device=device)
     modes = _eval_modes(bg.gm)
     try:
-        layout = deployment_layout(device)
-        if refused_layout([bg.gm], x[:2], layout, training_layout(device)):
-            layout = torch.contiguous_format
+        layout, _ = deployable_layout([bg.gm], x[:2], device)
         bg.gm.to(memory_format=layout)
         x = x.contiguous(memory_format=layout)
         with torch.no_grad():

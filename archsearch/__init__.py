@@ -1,10 +1,21 @@
 """archsearch: tailor a pre-trained residual network to a new task (NetTailor)."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from archsearch.runtime import Task
+
 __version__ = "0.1.0"
 
 
-def load_tasks(universal, packs):  # noqa: ANN001, ANN201 - thin re-export, see archsearch.runtime
-    """Load shared universal blocks once and one module per task pack (see :mod:`archsearch.runtime`)."""
+def load_tasks(universal: str | Path | nn.Module, packs: list[str | Path]) -> list[Task]:
+    """Load shared universal blocks once and one module per task pack (see :mod:`archsearch.runtime`;
+    imported on call, so ``import archsearch`` stays light)."""
     from archsearch.runtime import load_tasks as _load_tasks
 
     return _load_tasks(universal, packs)

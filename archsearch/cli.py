@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from typing import Callable
 
 import click
@@ -145,7 +144,7 @@ def tailor(model_spec, quiet, **opts) -> None:
     With no options it tailors the built-in ResNet-20 (pre-trained by archsearch on Fashion-MNIST)
     to the 5,000-image MNIST subset, with short training (3/6/2 epochs) so that it ends in under
     10 minutes on 2 CPU cores. Writes report.json, tailored.pt, task.pack, universal.pt and
-    architecture.svg to the run directory.
+    architecture.svg to the run directory (architecture.dot, with a note, where Graphviz cannot draw).
 
     \b
     Several processes: torchrun --nproc-per-node N -m archsearch tailor ...
@@ -285,21 +284,17 @@ def render_cmd(targets, out, show_removed, row_blocks, compact, backbone, model_
     TARGET is a run directory, an architecture.json or a tailored .pt. With --backbone/--model and no
     TARGET it draws the untrained student: every candidate proxy, gates at their initial values.
     """
-    from archsearch.errors import UserError as _UserError
-    from archsearch.graph.serialize import architecture_dict
-    from archsearch.graph.trace import trace
     from archsearch.models import resolve_model
-    from archsearch.passes.insert_proxies import insert_proxies
-    from archsearch.render import load_architecture, render, stack_dot, to_dot
+    from archsearch.render import load_architecture, render, stack_dot, student_architecture, to_dot
 
     if targets:
         archs = [load_architecture(t) for t in targets]
     elif backbone or model_spec:
         source = resolve_model(backbone, model_spec, weights, input_size, require_weights=False)
-        bg = insert_proxies(trace(source.model, source.input_shape, leaf_modules), skips)
-        archs = [architecture_dict(bg, None, f"{source.name} student (--skips {skips})")]
+        archs = [student_architecture(source.model, source.input_shape, leaf_modules, skips,
+                                      f"{source.name} student (--skips {skips})")]
     else:
-        raise _UserError("give a TARGET (run directory, architecture.json or tailored .pt) or --backbone/--model")
+        raise UserError("give a TARGET (run directory, architecture.json or tailored .pt) or --backbone/--model")
     kw = dict(show_removed=show_removed, row_blocks=row_blocks, labels="compact" if compact else "full")
     dot = to_dot(archs[0], **kw) if len(archs) == 1 else stack_dot(archs, **kw)
     click.echo(render(dot, out))
@@ -313,6 +308,3 @@ def list_backbones() -> None:
     for name in sorted(backbones.BACKBONES):
         click.echo(f"{name:16s} input {'x'.join(map(str, backbones.default_input_size(name)))}")
 
-
-if __name__ == "__main__":
-    sys.exit(main())

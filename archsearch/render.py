@@ -33,13 +33,16 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import graphviz
 
 from archsearch.errors import UserError
 
-__all__ = ["to_dot", "stack_dot", "render", "load_architecture", "FORMATS", "MAX_ROW_BLOCKS"]
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+__all__ = ["to_dot", "stack_dot", "render", "load_architecture", "student_architecture", "FORMATS", "MAX_ROW_BLOCKS"]
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": None, ".gv": None}
 MAX_ROW_BLOCKS = 10  # automatic wrapping: at most this many universal blocks per row
@@ -472,6 +475,17 @@ def render(dot: graphviz.Digraph, path: str | Path) -> Path:
         raise UserError(f"Graphviz could not draw {path.name}: {err[-1] if err else exc}") from None
     atomic_write_bytes(path, data)
     return path
+
+
+def student_architecture(model: nn.Module, input_shape: Iterable[int], leaf_modules: Iterable[str | type],
+                         skips: int | str, name: str) -> dict:
+    """The architecture dict of ``model``'s untrained student: every candidate proxy, gates at their
+    initial values (what ``archsearch render --backbone/--model`` draws)."""
+    from archsearch.graph.serialize import architecture_dict
+    from archsearch.graph.trace import trace
+    from archsearch.passes.insert_proxies import insert_proxies
+
+    return architecture_dict(insert_proxies(trace(model, tuple(input_shape), tuple(leaf_modules)), skips), None, name)
 
 
 def load_architecture(target: str | Path) -> dict:

@@ -30,9 +30,11 @@ class Trial:
 
     @property
     def label(self) -> str:
+        """How logs and tables name this network: its k, and its theta where swept."""
         return f"k={self.k}" + (f", theta {self.theta:g}" if self.theta is not None else "")
 
     def as_dict(self) -> dict:
+        """This trial as the report's ``trials`` list holds it (JSON-ready)."""
         out = dict(k=self.k, theta=self.theta, accuracy=self.accuracy, macs=self.macs, params=self.params,
                    blocks_kept=self.blocks_kept)
         if self.cost is not None:

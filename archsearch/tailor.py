@@ -20,7 +20,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from archsearch.data import load_task_data
+from archsearch.data import describe, load_task_data
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph
 from archsearch.graph.classifier import replace_classifier
@@ -31,10 +31,10 @@ from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
 from archsearch.io.jsonfile import read_json_dict
 from archsearch.io.pack import tensor_digest, write_pack, write_universal
 from archsearch.latency import latency_setting, median_latency
-from archsearch.layout import deployable_layout, deployment_layout, layout_name, training_layout
+from archsearch.layout import DEPLOYMENT_LAYOUT, deployable_layout, layout_name, training_layout
 from archsearch.models import resolve_model
 from archsearch.graph.gates import alphas
-from archsearch.passes.codegen import build_module, read_gates
+from archsearch.passes.codegen import GATES, build_module, read_gates
 from archsearch.passes.insert_proxies import insert_proxies, parse_skips
 from archsearch.passes.measure import apply_edge_seconds, measure_edge_seconds
 from archsearch.passes.prune import prune, removed_blocks
@@ -163,6 +163,7 @@ class TailorConfig:
             parse_sweep(self.sweep)
 
     def comparable(self) -> dict:
+        """The options a resumed run must share with the run it resumes (what its results depend on)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE_FIELDS}
 
 
@@ -236,6 +237,7 @@ class RunDir:
         return run
 
     def ckpt(self, name: str) -> Path:
+        """Where stage ``name`` keeps its checkpoint, which a resumed run reads back."""
         return self.path / "checkpoints" / f"{name}.pt"
 
 
@@ -444,7 +446,7 @@ class _Pipeline:
             final_bg, state = prune(self.trained_bg, 0, theta=0.0), self.trained_state
         else:
             _, final_bg, state = self.trials[(trial.k, trial.theta)]
-        self.student.load_state_dict({k: v for k, v in state.items() if not k.startswith("gates.")}, strict=False)
+        self.student.load_state_dict({k: v for k, v in state.items() if not k.startswith(GATES)}, strict=False)
         return trial, reason, within, final_bg
 
 
@@ -528,7 +530,7 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     if cfg.model and not cfg.weights:
         log(f"note: --model without --weights: the blocks keep the weights {cfg.model} gave them; "
             "if it builds an untrained network, pass its pre-trained state dict with --weights")
-    log(f"data: {data.name}: {len(data.train)} train / {len(data.test)} test images, {data.num_classes} classes")
+    log(f"data: {describe(data)}")
     log(f"gamma1: {cfg.gamma1:g} for {len(bg.universal())} universal blocks "
         f"(default: one per block, {default_gamma1(len(bg.universal())):g})")
 
@@ -552,10 +554,10 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     pruned_student = build_module(final_bg, "student", "all").eval()
     probe = next(iter(p.test_loader))[0][:8].to(p.device)
     original_module = build_module(p.teacher_bg, "slim", "logits").eval()
-    slim = build_module(final_bg, "slim", "logits", memory_format=deployment_layout(p.device)).eval()
+    slim = build_module(final_bg, "slim", "logits", memory_format=DEPLOYMENT_LAYOUT).eval()
     deployed, refused = deployable_layout([original_module, slim], probe, p.device)
     if refused:
-        log(f"note: this network does not run in {layout_name(deployment_layout(p.device))} ({refused}); it is "
+        log(f"note: this network does not run in {layout_name(DEPLOYMENT_LAYOUT)} ({refused}); it is "
             f"emitted, timed and saved {layout_name(deployed)}")
         slim = build_module(final_bg, "slim", "logits", memory_format=deployed).eval()
     slim_accuracy = p.accuracy(slim)
@@ -580,7 +582,7 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     atomic_write_json(run.path / "architecture.json", arch)
     try:
         render(to_dot(arch), run.path / "architecture.svg")
-    except UserError as exc:  # no Graphviz here: keep the run, leave the DOT text
+    except UserError as exc:  # Graphviz missing or failing: keep the run, leave the DOT text
         render(to_dot(arch), run.path / "architecture.dot")
         log(f"note: {exc}")
     atomic_torch_save(slim, run.path / "tailored.pt")

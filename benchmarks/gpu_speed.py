@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import backbones  # noqa: E402
 from benchmarks.common import at_least_one, blocks_replaced, provenance, set_allocator, write_doc  # noqa: E402
 from archsearch.latency import interleaved_latency  # noqa: E402
-from archsearch.layout import deployment_layout, layout_name  # noqa: E402
+from archsearch.layout import DEPLOYMENT_LAYOUT, layout_name  # noqa: E402
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
             raise SystemExit("--device cuda: torch sees no CUDA device here; use --device cpu")
         torch.backends.cudnn.benchmark = True
     shape = (3, 224, 224)
-    layout = deployment_layout(args.device)
+    layout = DEPLOYMENT_LAYOUT
     original, slim, macs0, macs1, blocks, removed = blocks_replaced(backbones.get_backbone("resnet50").eval(),
                                                                     shape, args.remove_every, layout)
     original, slim = original.to(args.device, memory_format=layout), slim.to(args.device, memory_format=layout)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from archsearch.cli import main
+from archsearch.errors import UserError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 R20 = SHARED / "cifar10-resnets" / "resnet20-12fca82f.th"
@@ -244,7 +245,7 @@ def test_resume_with_other_configuration(tmp_path):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    with pytest.raises(Exception):
+    with pytest.raises(UserError, match="nonesuch"):
         CliRunner().invoke(main, ["--debug", "inspect", "--backbone", "nonesuch"], catch_exceptions=False)
 
 

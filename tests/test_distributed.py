@@ -41,8 +41,13 @@ def task(tmp_path_factory) -> Path:
     return tmp
 
 
-def test_two_processes_agree_and_match_one_process(task):
-    single = _tailor(task, task / "single", None)
+@pytest.fixture(scope="module")
+def single(task) -> dict:
+    """The plain run (no torchrun) both comparisons measure against."""
+    return _tailor(task, task / "single", None)
+
+
+def test_two_processes_agree_and_match_one_process(task, single):
     double = _tailor(task, task / "double", 2)
     assert double["distributed"] == {"world_size": 2, "gates_identical_across_ranks": True}
     assert set(double) == set(single)
@@ -60,8 +65,8 @@ def test_two_processes_agree_and_match_one_process(task):
     assert sorted(p.name for p in (task / "double").iterdir()) == sorted(p.name for p in (task / "single").iterdir())
 
 
-def test_one_process_under_torchrun_equals_plain_run(task):
-    plain = _tailor(task, task / "plain", None)
+def test_one_process_under_torchrun_equals_plain_run(task, single):
+    plain = single
     one = _tailor(task, task / "one", 1)
     for key in ("teacher_accuracy", "student_accuracy", "tailored_accuracy", "tailored_macs", "sweep", "alphas"):
         assert one[key] == plain[key], key

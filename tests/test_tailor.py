@@ -13,8 +13,6 @@ from archsearch.errors import UserError
 from archsearch.tailor import TailorConfig, tailor
 from tinytask import USER_MODEL, tiny_data as _tiny_data
 
-ROOT = Path(__file__).resolve().parents[1]
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> tuple[dict, Path]:
     tmp = tmp_path_factory.mktemp("tailor")

@@ -97,9 +97,11 @@ class Proxy(nn.Sequential):
 
     @property
     def pool(self) -> nn.Module:
+        """The proxy's pooling to its destination's resolution (``nn.Identity`` where none is needed)."""
         return self[0]
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None, pooled: bool = False) -> torch.Tensor:
+        """The proxy's output, times ``scale`` where given (see the class docstring)."""
         *body, bn = list(self)[1:] if pooled else list(self)
         for layer in body:
             x = layer(x)

@@ -36,9 +36,12 @@ _ALL = slice(None)
 _OWN_TEMPORARIES = (operator.add, operator.mul, torch.add, torch.unflatten)
 
 
+GATES = "gates."  # path prefix of every gate's logits in a student module
+
+
 def gate_target(node: str) -> str:
     """Parameter path of the gate logits of ``node`` in a student module."""
-    return f"gates.{node}"
+    return GATES + node
 
 
 def _pointwise(conv: nn.Module | None) -> bool:
@@ -59,6 +62,7 @@ class _Emitter:
         self.free: dict[str, fx.Node] = {}
         self.lowered = lowered  # call_module targets emitted as functional calls on their tensors
         self.pools: dict[tuple, fx.Node] = {}  # (source value, pooling) -> its pooled value, computed once
+        self.pixel_rows: dict[str, fx.Node] = {}  # source value -> its (pixels x channels) rows, viewed once
 
     def _register(self, node: fx.Node) -> None:
         if node.op == "call_module":
@@ -256,6 +260,11 @@ class _Emitter:
         def rows(x: fx.Node) -> fx.Node:
             return self.call(torch.flatten, self.call(torch.permute, x, (0, 2, 3, 1)), 0, 2)
 
+        def source_rows(x: fx.Node) -> fx.Node:  # a source feeds up to one product per later node
+            if x.name not in self.pixel_rows:
+                self.pixel_rows[x.name] = rows(x)
+            return self.pixel_rows[x.name]
+
         if total is None and scaled is None:
             name, weight, source = products[0]
             products = products[1:]
@@ -272,7 +281,7 @@ class _Emitter:
             sums = rows(acc)
             for name, weight, source in products:
                 matrix = self.tensor(name, weight.flatten(1).t().contiguous())
-                sums = self.graph.call_method("addmm_", (sums, self.cast(rows(source), acc), self.cast(matrix, acc)))
+                sums = self.graph.call_method("addmm_", (sums, self.cast(source_rows(source), acc), self.cast(matrix, acc)))
             grid = self.graph.call_method("view", (sums, -1, *out_hw, bias.numel()))
             acc = self.call(torch.permute, grid, (0, 3, 1, 2))
         self.owned.add(acc)

@@ -26,10 +26,12 @@ class Dist:
 
     @property
     def enabled(self) -> bool:
+        """Whether several processes train together (launched by torchrun)."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """Whether this process writes the run's files and logs (rank 0)."""
         return self.rank == 0
 
 
@@ -91,10 +93,12 @@ def all_gather(d: Dist, obj: Any) -> list[Any]:
 
 
 def barrier(d: Dist) -> None:
+    """Wait for every process (a no-op alone), e.g. until rank 0 has written a checkpoint."""
     if d.enabled:
         dist.barrier()
 
 
 def shutdown(d: Dist) -> None:
+    """Leave the process group, if one was joined, so torchrun's processes exit cleanly."""
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -47,6 +47,8 @@ class Stage:
         return {k: v for k, v in sd.items() if k.startswith(self.state_prefixes)}
 
     def train_mode(self, on: bool) -> None:
+        """Put the stage's module in training (``on``) or eval mode, through its own setter where it
+        has one (a student keeps its shared blocks in eval mode)."""
         if self.set_mode is not None:
             self.set_mode(on)
         else:

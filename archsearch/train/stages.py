@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.fx as fx
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from archsearch.complexity import expected_complexity
 from archsearch.graph.blockgraph import BlockGraph
-from archsearch.passes.codegen import gate_tensors
+from archsearch.passes.codegen import GATES, gate_tensors
 from archsearch.passes.fold_bn import fold_frozen_batchnorms
 from archsearch.train.losses import teacher_term
 from archsearch.train.loop import Stage
@@ -19,7 +20,7 @@ from archsearch.train.loop import Stage
 
 def task_prefixes(bg: BlockGraph) -> tuple[str, ...]:
     """Module paths of the task-specific parts of a generated student: proxies, gates, classifier."""
-    return ("proxies.", "gates.", bg.g.graph["classifier"] + ".")
+    return ("proxies.", GATES, bg.g.graph["classifier"] + ".")
 
 
 def is_task_specific(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -34,7 +35,7 @@ def freeze_universal(student: fx.GraphModule, bg: BlockGraph) -> None:
         p.requires_grad_(is_task_specific(name, prefixes))
 
 
-def student_mode_setter(student: fx.GraphModule, bg: BlockGraph):
+def student_mode_setter(student: fx.GraphModule, bg: BlockGraph) -> Callable[[bool], None]:
     """``set_mode(on)`` that trains task-specific modules and keeps universal ones in eval mode,
     so batch-norm statistics of the shared blocks never move."""
     prefixes = task_prefixes(bg)
@@ -109,8 +110,8 @@ def student_stage(name: str, student: fx.GraphModule, bg: BlockGraph, teacher: f
             extra["E[C]"] = float(ec.detach())
         return loss, logits, extra
 
-    gates = [p for n, p in student.named_parameters() if n.startswith("gates.")]
-    others = [p for n, p in student.named_parameters() if p.requires_grad and not n.startswith("gates.")]
+    gates = [p for n, p in student.named_parameters() if n.startswith(GATES)]
+    others = [p for n, p in student.named_parameters() if p.requires_grad and not n.startswith(GATES)]
     groups = [{"params": others, "lr": lr, "weight_decay": 1e-4}]
     if gates:
         groups.append({"params": gates, "lr": gate_lr, "weight_decay": 0.0})

@@ -151,7 +151,8 @@ def tailor(model_spec, quiet, **opts) -> None:
     (DistributedDataParallel; gloo on CPU, NCCL with --device cuda; --batch-size is the total.)
     """
     from archsearch.report import summary
-    from archsearch.tailor import TailorConfig, tailor as run_tailor
+    from archsearch.config import TailorConfig
+    from archsearch.tailor import tailor as run_tailor
 
     opts["leaf_modules"] = tuple(opts["leaf_modules"])
     cfg = TailorConfig(model=model_spec, progress=not quiet, **opts)

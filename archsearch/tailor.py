@@ -9,10 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -20,10 +17,13 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from archsearch.advice import not_faster, short_retraining, undertrained_teacher
+from archsearch.config import TailorConfig, default_gamma1, parse_sweep, parse_theta_sweep
 from archsearch.data import describe, load_task_data
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph
 from archsearch.graph.classifier import replace_classifier
+from archsearch.graph.gates import alphas
 from archsearch.graph.serialize import ARCHITECTURE_ATTR, architecture_dict
 from archsearch.graph.trace import trace
 from archsearch.io.atomic import atomic_torch_save, atomic_write_json
@@ -33,222 +33,18 @@ from archsearch.io.pack import tensor_digest, write_pack, write_universal
 from archsearch.latency import latency_setting, median_latency
 from archsearch.layout import DEPLOYMENT_LAYOUT, deployable_layout, layout_name, training_layout
 from archsearch.models import resolve_model
-from archsearch.graph.gates import alphas
 from archsearch.passes.codegen import GATES, build_module, read_gates
-from archsearch.passes.insert_proxies import insert_proxies, parse_skips
+from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.measure import apply_edge_seconds, measure_edge_seconds
 from archsearch.passes.prune import prune, removed_blocks
 from archsearch.render import render, to_dot
+from archsearch.rundir import RunDir, run_dir
 from archsearch.select import Trial, accuracy_floor, bisect_k, choose, first_k
 from archsearch.train import distributed
 from archsearch.train.distributed import Dist
 from archsearch.train.linear_probe import linear_probe
 from archsearch.train.loop import evaluate, run_stage
 from archsearch.train.stages import student_stage, task_prefixes, teacher_stage
-
-# Options that may differ between a run and its --resume; every other option must match.
-RESUMABLE_FIELDS = ("out", "resume", "progress", "device", "num_workers", "amp")
-# What a run trains from, by digest: it must match too, whatever the paths say.
-INPUT_NAMES = {"universal_sha256": "the source network's weights", "data_sha256": "the data"}
-
-
-# Stage lengths. The full defaults reached the paper's regime on ResNet-20 -> MNIST (8,000 images):
-# half the MACs within 0.5 points needed ~10 student and ~12 retraining epochs (docs/results.md).
-# The built-in default run keeps to a short budget so that it ends in under 10 minutes on 2 cores.
-FULL_EPOCHS = {"teacher_epochs": 3, "student_epochs": 10, "retrain_epochs": 12}
-DEMO_EPOCHS = {"teacher_epochs": 3, "student_epochs": 6, "retrain_epochs": 2}
-
-
-def default_gamma1(num_blocks: int) -> float:
-    """gamma1 when none is given: the number of universal blocks.
-
-    E[C] pulls on a block's gate with gamma1 times that block's share of the MACs, about
-    gamma1 / num_blocks, so a fixed gamma1 is right for one depth only. The sweeps in docs/results.md
-    (2,000 MNIST images; teacher 12, student 10, retraining 6 epochs) found that a pull of one per
-    block removed the most MACs at the teacher's accuracy on both ResNet-20 (gamma1 9: 41 % of the
-    MACs kept within tolerance, against 64 % at 3) and ResNet-56 (gamma1 27: its sweep reached 14 of
-    27 blocks at 0.75 points under the teacher; at 9 keeping 23 already cost 1.0 point); smaller
-    values leave the gates where they started.
-    """
-    return float(num_blocks)
-
-
-@dataclass
-class TailorConfig:
-    """Every option of a tailoring run (the CLI fills it; defaults are the built-in default run)."""
-
-    backbone: str | None = None
-    model: str | None = None
-    weights: str | None = None
-    data: str = "mnist-5k"
-    out: str | None = None
-    input_size: str | None = None
-    leaf_modules: tuple[str, ...] = ()
-    skips: str = "3"
-    gamma1: float | None = None  # None: default_gamma1, from the traced network's universal blocks
-    gamma2: float = 10.0
-    theta: float = 0.05
-    theta_sweep: str = "auto"  # thresholds tried at the chosen k while within tolerance: "auto", "none" or a list
-    cost: str = "macs"  # what E[C] and "leanest" count: "macs" (DESIGN.md) or "latency" (measured per edge)
-    tolerance: float = 0.5
-    sweep: str = "auto"
-    max_retrains: int = 5
-    teacher_epochs: int | None = None  # None: FULL_EPOCHS, or DEMO_EPOCHS for the built-in default run
-    student_epochs: int | None = None
-    retrain_epochs: int | None = None
-    batch_size: int = 64
-    lr: float = 0.01
-    student_lr: float = 0.05
-    gate_lr: float = 0.05
-    test_fraction: float = 0.2
-    train_limit: int | None = None
-    seed: int = 0
-    device: str = "cpu"
-    num_workers: int = 0
-    amp: bool = False
-    fp32_targets: bool = False
-    resume: bool = False
-    progress: bool = True
-
-    @property
-    def is_demo(self) -> bool:
-        """The built-in default run: built-in backbone and weights on the built-in data."""
-        return self.backbone is None and self.model is None and self.weights is None and self.data == "mnist-5k"
-
-    def fill_epochs(self) -> None:
-        """Epoch counts not given take the full defaults, or the short demo budget for the built-in run."""
-        budget = DEMO_EPOCHS if self.is_demo else FULL_EPOCHS
-        for name, value in budget.items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-
-    def check(self) -> None:
-        """Reject impossible options early, each with one clear line."""
-        self.fill_epochs()
-        parse_skips(self.skips)
-        for option, value in (("--gamma1", self.gamma1), ("--gamma2", self.gamma2), ("--tolerance", self.tolerance),
-                              ("--theta", self.theta), ("--lr", self.lr), ("--student-lr", self.student_lr),
-                              ("--gate-lr", self.gate_lr), ("--test-fraction", self.test_fraction)):
-            if value is not None and not math.isfinite(value):
-                raise UserError(f"{option} must be a finite number, not {value}")
-        if self.seed < 0:
-            raise UserError(f"--seed must be 0 or more, not {self.seed}")
-        if self.gamma1 is not None and self.gamma1 < 0:
-            raise UserError(f"--gamma1 must be 0 or more (0 turns the complexity term off), not {self.gamma1}")
-        if self.tolerance < 0:
-            raise UserError(f"--tolerance must be 0 or more accuracy points, not {self.tolerance}")
-        if not 0 <= self.theta < 1:
-            raise UserError(f"--theta must be in [0, 1), not {self.theta}")
-        parse_theta_sweep(self.theta_sweep, self.theta)
-        if self.train_limit is not None and self.train_limit < 1:
-            raise UserError(f"--train-limit must be at least 1, not {self.train_limit}")
-        if min(self.teacher_epochs, self.student_epochs, self.retrain_epochs) < 0:
-            raise UserError("epoch counts must be 0 or more")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, not {self.batch_size}")
-        for option, value in (("--lr", self.lr), ("--student-lr", self.student_lr), ("--gate-lr", self.gate_lr)):
-            if not value > 0:
-                raise UserError(f"{option} must be a positive learning rate, not {value}")
-        if self.gamma2 < 0:
-            raise UserError(f"--gamma2 must be 0 or more (0 turns the teacher term off), not {self.gamma2}")
-        if self.cost not in ("macs", "latency"):
-            raise UserError(f"--cost must be 'macs' or 'latency', not {self.cost!r}")
-        if self.max_retrains < 1:
-            raise UserError(f"--max-retrains must be at least 1, not {self.max_retrains}")
-        if not 0 < self.test_fraction < 1:
-            raise UserError(f"--test-fraction must be between 0 and 1, not {self.test_fraction}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-        if self.sweep != "auto":
-            parse_sweep(self.sweep)
-
-    def comparable(self) -> dict:
-        """The options a resumed run must share with the run it resumes (what its results depend on)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE_FIELDS}
-
-
-AUTO_THETA_SWEEP = (0.15, 0.25)
-
-
-def parse_theta_sweep(text: str, theta: float) -> list[float]:
-    """The thresholds of ``--theta-sweep``: ``"auto"`` → those of 0.15, 0.25 above ``theta``; ``"none"``
-    → []; else a rising list between ``theta`` and 1, like ``"0.1,0.2"``."""
-    word = text.strip().lower()
-    if word in ("auto", "none"):
-        return [v for v in AUTO_THETA_SWEEP if v > theta] if word == "auto" else []
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if (not values or not all(math.isfinite(v) for v in values) or values != sorted(set(values))
-            or values[0] <= theta or values[-1] >= 1):
-        raise UserError(f"--theta-sweep must be 'auto', 'none' or rising thresholds between --theta ({theta:g}) "
-                        f"and 1, like 0.1,0.2; not '{text}'")
-    return values
-
-
-def parse_sweep(text: str) -> list[int]:
-    """``"0,2,4"`` → [0, 2, 4]."""
-    try:
-        ks = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        raise UserError(f"--sweep must be 'auto' or a list of block counts like 0,2,4, not '{text}'") from None
-    if not ks or ks[0] < 0:
-        raise UserError(f"--sweep values must be 0 or more, not '{text}'")
-    return ks
-
-
-class RunDir:
-    """A run directory: config, checkpoints, outputs; refuses to resume another configuration."""
-
-    def __init__(self, cfg: TailorConfig, inputs: dict[str, str] | None = None) -> None:
-        """``inputs``: digests of what the run trains from (source weights, data), checked on resume."""
-        root = Path(cfg.out) if cfg.out else _default_out(cfg.resume)
-        self.path = root
-        config = root / "config.json"
-        if cfg.resume and not config.is_file():
-            raise UserError(f"--resume: '{root}' holds no run to resume (no config.json); check --out, or drop "
-                            "--resume to start a new run")
-        try:
-            (root / "checkpoints").mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create the output directory '{root}': {exc.strerror}; choose another --out") from exc
-        if config.exists() and cfg.resume:
-            saved = read_json_dict(config, "--resume cannot continue this run; start a new one with another --out")
-            defaults = TailorConfig().comparable()  # options newer than the run compare as their defaults
-            diff = [k for k, v in cfg.comparable().items() if json.loads(json.dumps(v)) != saved.get(k, defaults.get(k))]
-            if diff:
-                verb = "differ" if len(diff) > 1 else "differs"
-                raise UserError(f"--resume: '{root}' was made with other options ({', '.join(diff[:4])} {verb}); "
-                                "resume with the same options or choose a new --out")
-            changed = [INPUT_NAMES[k] for k, v in (inputs or {}).items() if saved.get("inputs", {}).get(k, v) != v]
-            if changed:
-                raise UserError(f"--resume: {' and '.join(changed)} changed since '{root}' was started (same paths, "
-                                "other contents); its checkpoints no longer apply: choose a new --out")
-        elif any((root / "checkpoints").iterdir()):
-            raise UserError(f"'{root}' already holds a run; pass --resume to continue it or choose a new --out")
-        atomic_write_json(config, {**cfg.comparable(), **({"inputs": inputs} if inputs else {})})
-
-    @classmethod
-    def existing(cls, path: Path) -> "RunDir":
-        """A run directory another process (rank 0) has already made and checked."""
-        run = cls.__new__(cls)
-        run.path = path
-        return run
-
-    def ckpt(self, name: str) -> Path:
-        """Where stage ``name`` keeps its checkpoint, which a resumed run reads back."""
-        return self.path / "checkpoints" / f"{name}.pt"
-
-
-def _default_out(resume: bool) -> Path:
-    runs = Path("runs")
-    if resume:
-        previous = sorted(p for p in runs.glob("*") if (p / "config.json").exists()) if runs.exists() else []
-        if not previous:
-            raise UserError("--resume without --out needs an earlier run under ./runs; pass --out DIR")
-        return previous[-1]
-    return runs / time.strftime("%Y%m%d-%H%M%S")
 
 
 def _loaders(cfg: TailorConfig, data, d: Dist) -> tuple[DataLoader, DataLoader]:
@@ -282,10 +78,19 @@ class _Pipeline:
         self.train_loader, self.test_loader = _loaders(cfg, data, d)
         self.timings: dict[str, float] = {}
         self.trials: dict[tuple[int, float], tuple[Trial, BlockGraph, dict]] = {}
+        # Set by the stages, in the order tailor() runs them: fine_tune_teacher, then train_student.
+        self.teacher_bg: BlockGraph | None = None
+        self.teacher: fx.GraphModule | None = None
+        self.teacher_accuracy: float | None = None
+        self.student: fx.GraphModule | None = None
+        self.trained_bg: BlockGraph | None = None  # the student's graph with its trained gate logits
+        self.trained_state: dict | None = None  # the student's task-specific tensors
+        self.student_trial: Trial | None = None
         self.place(bg.gm)
 
     @property
     def layout(self) -> torch.memory_format:
+        """The memory format this run trains in on its device."""
         return training_layout(self.device)
 
     def place(self, module: nn.Module) -> nn.Module:
@@ -298,6 +103,7 @@ class _Pipeline:
         stage.module.eval()
 
     def accuracy(self, forward: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        """Top-1 accuracy in percent of ``forward`` on the task's test split."""
         return evaluate(forward, self.test_loader, self.device, self.d)
 
     def fine_tune_teacher(self) -> float:
@@ -469,63 +275,11 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
         distributed.shutdown(d)
 
 
-def _run_dir(cfg: TailorConfig, d: Dist, inputs: dict[str, str]) -> RunDir:
-    """Rank 0 makes (or checks) the run directory; every rank learns its path, or rank 0's error."""
-    run, error = None, None
-    if d.is_main:
-        try:
-            run = RunDir(cfg, inputs)
-        except UserError as exc:
-            error = str(exc)
-    path, error = distributed.broadcast(d, (str(run.path) if run else None, error))
-    if error:
-        raise UserError(error)
-    return run or RunDir.existing(Path(path))
-
-
-def undertrained_teacher(feature_accuracy: float, teacher_accuracy: float, epochs: int | None) -> str | None:
-    """A warning when fine-tuning ends below feature extraction: the teacher is the yardstick of the
-    selection, and against an undertrained one every network looks within tolerance."""
-    if teacher_accuracy >= feature_accuracy:
-        return None
-    return (f"the fine-tuned teacher ({teacher_accuracy:.2f} %) is worse than feature extraction "
-            f"({feature_accuracy:.2f} %) after {epochs} epochs: it is undertrained, so networks judged against it "
-            "look better than they are; rerun with more --teacher-epochs (small datasets with many classes need tens)")
-
-
-# Optimizer steps of one retraining under the full defaults on the data they were sized on
-# (12 epochs of 8,000 images at batch 64; docs/design-choices.md, *Stage lengths*).
-REFERENCE_RETRAIN_STEPS = 12 * 125
-
-
-def short_retraining(within: bool, steps: int, epochs: int) -> str | None:
-    """A hint when no network reached the tolerance and each retraining ran far fewer steps than the
-    defaults were sized on: epochs are per pass over the data, so a small dataset gets few steps, and
-    on ResNet-56 → notMNIST (2,000 images) 24 epochs instead of 12 gained 1.3–1.7 points (docs/results.md)."""
-    if within or steps * 2 > REFERENCE_RETRAIN_STEPS:
-        return None
-    more = max(epochs + 1, -(-REFERENCE_RETRAIN_STEPS * epochs // max(steps, 1)))
-    return (f"no network reached the tolerance, and each retraining ran only {steps} optimizer steps "
-            f"({epochs} epochs of this dataset; the defaults were sized on about {REFERENCE_RETRAIN_STEPS}): "
-            f"longer retraining may close the gap (--retrain-epochs {more})")
-
-
-def not_faster(latency: dict[str, dict[str, float]], batch: str = "batch32") -> str | None:
-    """A warning when the tailored network measured no faster than the original: fewer MACs, but the
-    proxies it keeps cost more time than the blocks it removed (docs/results.md, Fashion-MNIST)."""
-    t = latency[batch]
-    if t["tailored"] < t["original"]:
-        return None
-    return (f"the tailored network is not faster than the original at {batch.replace('batch', 'batch ')} "
-            f"({t['original'] * 1e3:.1f} → {t['tailored'] * 1e3:.1f} ms): the proxies it keeps cost more time "
-            "than the blocks it removes; a larger --theta keeps fewer proxies")
-
-
 def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Callable[[str], None]) -> dict:
     classifier = bg.g.graph["classifier"]
     digest_before = tensor_digest(bg.gm, skip=(classifier + ".",))
     inputs = {"universal_sha256": digest_before, "data_sha256": data.digest()} if d.is_main else {}  # rank 0 checks
-    run = _run_dir(cfg, d, inputs)
+    run = run_dir(cfg, d, inputs)
     log(f"run directory: {run.path}" + (f" ({d.world_size} processes)" if d.enabled else ""))
     if cfg.model and not cfg.weights:
         log(f"note: --model without --weights: the blocks keep the weights {cfg.model} gave them; "

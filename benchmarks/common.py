@@ -27,7 +27,7 @@ from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.prune import prune
 
 if TYPE_CHECKING:
-    from archsearch.tailor import TailorConfig
+    from archsearch.config import TailorConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
 from archsearch.runtime import load_universal  # noqa: E402
-from archsearch.tailor import FULL_EPOCHS, TailorConfig  # noqa: E402
+from archsearch.config import FULL_EPOCHS, TailorConfig  # noqa: E402
 from archsearch.train.loop import evaluate  # noqa: E402
 from benchmarks.common import (CIFAR_WEIGHTS as WEIGHTS, SHARED, finished_report, first_run_seconds,  # noqa: E402
                                minutes, provenance, set_allocator, sweep_summary, timed_tailor, write_doc)

@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from archsearch.tailor import TailorConfig  # noqa: E402
+from archsearch.config import TailorConfig  # noqa: E402
 from benchmarks.common import (CIFAR_WEIGHTS as WEIGHTS, SHARED, chosen, finished_report, first_run_seconds,  # noqa: E402
                                minutes, provenance, set_allocator, sweep_summary, timed_tailor, write_doc)
 

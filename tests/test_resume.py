@@ -75,8 +75,9 @@ def test_sigkill_in_stage_then_resume_completes(tmp_path, stage, uninterrupted):
 def test_resume_refuses_changed_weights_or_data_and_a_new_run_refuses_old_checkpoints(tmp_path):
     from dataclasses import replace
 
+    from archsearch.config import TailorConfig
     from archsearch.errors import UserError
-    from archsearch.tailor import RunDir, TailorConfig
+    from archsearch.rundir import RunDir
 
     cfg = TailorConfig(out=str(tmp_path / "run"), data="digits")
     inputs = {"universal_sha256": "a" * 64, "data_sha256": "b" * 64}

@@ -73,7 +73,7 @@ def test_theta_sweep_values():
     import pytest
 
     from archsearch.errors import UserError
-    from archsearch.tailor import TailorConfig, parse_theta_sweep
+    from archsearch.config import TailorConfig, parse_theta_sweep
 
     assert parse_theta_sweep("auto", 0.05) == [0.15, 0.25]
     assert parse_theta_sweep("auto", 0.2) == [0.25]          # a larger --theta keeps working with the default

@@ -188,7 +188,7 @@ def test_task_pack_is_data_only(tiny_run):
 
 def test_report_warns_when_the_teacher_is_worse_than_feature_extraction(tiny_run):
     from archsearch.report import summary
-    from archsearch.tailor import undertrained_teacher
+    from archsearch.advice import undertrained_teacher
 
     report, _ = tiny_run
     assert isinstance(report["warnings"], list)
@@ -241,7 +241,7 @@ def test_a_tailored_network_measured_slower_is_reported(tiny_run, tmp_path, monk
 
 
 def test_report_warns_when_the_tailored_network_is_not_faster():
-    from archsearch.tailor import not_faster
+    from archsearch.advice import not_faster
 
     assert not_faster({"batch32": {"original": 0.0200, "tailored": 0.0150}}) is None
     warning = not_faster({"batch32": {"original": 0.1148, "tailored": 0.1265}})
@@ -249,7 +249,7 @@ def test_report_warns_when_the_tailored_network_is_not_faster():
 
 
 def test_report_hints_at_longer_retraining_when_short_and_not_within_tolerance():
-    from archsearch.tailor import short_retraining
+    from archsearch.advice import short_retraining
 
     assert short_retraining(True, 384, 12) is None           # within tolerance: nothing to say
     assert short_retraining(False, 1500, 12) is None         # the regime the defaults were sized on
@@ -260,7 +260,7 @@ def test_report_hints_at_longer_retraining_when_short_and_not_within_tolerance()
 def test_gamma1_defaults_to_the_number_of_universal_blocks(tiny_run):
     import backbones
     from archsearch.graph.trace import trace
-    from archsearch.tailor import default_gamma1
+    from archsearch.config import default_gamma1
 
     report, run = tiny_run
     assert report["config"]["gamma1"] == default_gamma1(4) == 4.0  # the tiny model has 4 universal blocks

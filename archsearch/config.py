@@ -1,0 +1,160 @@
+"""Every option of a tailoring run, its defaults and its checks (``TailorConfig``): what the CLI fills
+and ``archsearch.tailor.tailor`` runs."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from archsearch.errors import UserError
+from archsearch.passes.insert_proxies import parse_skips
+
+# Options that may differ between a run and its --resume; every other option must match.
+RESUMABLE_FIELDS = ("out", "resume", "progress", "device", "num_workers", "amp")
+
+# Stage lengths. The full defaults reached the paper's regime on ResNet-20 -> MNIST (8,000 images):
+# half the MACs within 0.5 points needed ~10 student and ~12 retraining epochs (docs/results.md).
+# The built-in default run keeps to a short budget so that it ends in under 10 minutes on 2 cores.
+FULL_EPOCHS = {"teacher_epochs": 3, "student_epochs": 10, "retrain_epochs": 12}
+DEMO_EPOCHS = {"teacher_epochs": 3, "student_epochs": 6, "retrain_epochs": 2}
+
+
+def default_gamma1(num_blocks: int) -> float:
+    """gamma1 when none is given: the number of universal blocks.
+
+    E[C] pulls on a block's gate with gamma1 times that block's share of the MACs, about
+    gamma1 / num_blocks, so a fixed gamma1 is right for one depth only. The sweeps in docs/results.md
+    (2,000 MNIST images; teacher 12, student 10, retraining 6 epochs) found that a pull of one per
+    block removed the most MACs at the teacher's accuracy on both ResNet-20 (gamma1 9: 41 % of the
+    MACs kept within tolerance, against 64 % at 3) and ResNet-56 (gamma1 27: its sweep reached 14 of
+    27 blocks at 0.75 points under the teacher; at 9 keeping 23 already cost 1.0 point); smaller
+    values leave the gates where they started.
+    """
+    return float(num_blocks)
+
+
+@dataclass
+class TailorConfig:
+    """Every option of a tailoring run (the CLI fills it; defaults are the built-in default run)."""
+
+    backbone: str | None = None
+    model: str | None = None
+    weights: str | None = None
+    data: str = "mnist-5k"
+    out: str | None = None
+    input_size: str | None = None
+    leaf_modules: tuple[str, ...] = ()
+    skips: str = "3"
+    gamma1: float | None = None  # None: default_gamma1, from the traced network's universal blocks
+    gamma2: float = 10.0
+    theta: float = 0.05
+    theta_sweep: str = "auto"  # thresholds tried at the chosen k while within tolerance: "auto", "none" or a list
+    cost: str = "macs"  # what E[C] and "leanest" count: "macs" (DESIGN.md) or "latency" (measured per edge)
+    tolerance: float = 0.5
+    sweep: str = "auto"
+    max_retrains: int = 5
+    teacher_epochs: int | None = None  # None: FULL_EPOCHS, or DEMO_EPOCHS for the built-in default run
+    student_epochs: int | None = None
+    retrain_epochs: int | None = None
+    batch_size: int = 64
+    lr: float = 0.01
+    student_lr: float = 0.05
+    gate_lr: float = 0.05
+    test_fraction: float = 0.2
+    train_limit: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    num_workers: int = 0
+    amp: bool = False
+    fp32_targets: bool = False
+    resume: bool = False
+    progress: bool = True
+
+    @property
+    def is_demo(self) -> bool:
+        """The built-in default run: built-in backbone and weights on the built-in data."""
+        return self.backbone is None and self.model is None and self.weights is None and self.data == "mnist-5k"
+
+    def fill_epochs(self) -> None:
+        """Epoch counts not given take the full defaults, or the short demo budget for the built-in run."""
+        budget = DEMO_EPOCHS if self.is_demo else FULL_EPOCHS
+        for name, value in budget.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
+    def check(self) -> None:
+        """Reject impossible options early, each with one clear line."""
+        self.fill_epochs()
+        parse_skips(self.skips)
+        for option, value in (("--gamma1", self.gamma1), ("--gamma2", self.gamma2), ("--tolerance", self.tolerance),
+                              ("--theta", self.theta), ("--lr", self.lr), ("--student-lr", self.student_lr),
+                              ("--gate-lr", self.gate_lr), ("--test-fraction", self.test_fraction)):
+            if value is not None and not math.isfinite(value):
+                raise UserError(f"{option} must be a finite number, not {value}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be 0 or more, not {self.seed}")
+        if self.gamma1 is not None and self.gamma1 < 0:
+            raise UserError(f"--gamma1 must be 0 or more (0 turns the complexity term off), not {self.gamma1}")
+        if self.tolerance < 0:
+            raise UserError(f"--tolerance must be 0 or more accuracy points, not {self.tolerance}")
+        if not 0 <= self.theta < 1:
+            raise UserError(f"--theta must be in [0, 1), not {self.theta}")
+        parse_theta_sweep(self.theta_sweep, self.theta)
+        if self.train_limit is not None and self.train_limit < 1:
+            raise UserError(f"--train-limit must be at least 1, not {self.train_limit}")
+        if min(self.teacher_epochs, self.student_epochs, self.retrain_epochs) < 0:
+            raise UserError("epoch counts must be 0 or more")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, not {self.batch_size}")
+        for option, value in (("--lr", self.lr), ("--student-lr", self.student_lr), ("--gate-lr", self.gate_lr)):
+            if not value > 0:
+                raise UserError(f"{option} must be a positive learning rate, not {value}")
+        if self.gamma2 < 0:
+            raise UserError(f"--gamma2 must be 0 or more (0 turns the teacher term off), not {self.gamma2}")
+        if self.cost not in ("macs", "latency"):
+            raise UserError(f"--cost must be 'macs' or 'latency', not {self.cost!r}")
+        if self.max_retrains < 1:
+            raise UserError(f"--max-retrains must be at least 1, not {self.max_retrains}")
+        if not 0 < self.test_fraction < 1:
+            raise UserError(f"--test-fraction must be between 0 and 1, not {self.test_fraction}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        if self.sweep != "auto":
+            parse_sweep(self.sweep)
+
+    def comparable(self) -> dict:
+        """The options a resumed run must share with the run it resumes (what its results depend on)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE_FIELDS}
+
+
+AUTO_THETA_SWEEP = (0.15, 0.25)
+
+
+def parse_theta_sweep(text: str, theta: float) -> list[float]:
+    """The thresholds of ``--theta-sweep``: ``"auto"`` → those of 0.15, 0.25 above ``theta``; ``"none"``
+    → []; else a rising list between ``theta`` and 1, like ``"0.1,0.2"``."""
+    word = text.strip().lower()
+    if word in ("auto", "none"):
+        return [v for v in AUTO_THETA_SWEEP if v > theta] if word == "auto" else []
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if (not values or not all(math.isfinite(v) for v in values) or values != sorted(set(values))
+            or values[0] <= theta or values[-1] >= 1):
+        raise UserError(f"--theta-sweep must be 'auto', 'none' or rising thresholds between --theta ({theta:g}) "
+                        f"and 1, like 0.1,0.2; not '{text}'")
+    return values
+
+
+def parse_sweep(text: str) -> list[int]:
+    """``"0,2,4"`` → [0, 2, 4]."""
+    try:
+        ks = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise UserError(f"--sweep must be 'auto' or a list of block counts like 0,2,4, not '{text}'") from None
+    if not ks or ks[0] < 0:
+        raise UserError(f"--sweep values must be 0 or more, not '{text}'")
+    return ks

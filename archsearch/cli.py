@@ -116,7 +116,8 @@ def main(debug: bool) -> None:
 @click.option("--tolerance", default=0.5, show_default=True, help="Accuracy points the tailored net may lose against the teacher (if no network "
                    "gets that close: against the most accurate one tried).")
 @click.option("--sweep", default="auto", show_default=True,
-              help="Blocks to remove: 'auto' (bisection) or a list like 0,2,4.")
+              help="k, the number of lowest-gated blocks to remove: 'auto' (bisection) or a list like 0,2,4. "
+                   "A block that only proxies under --theta read goes too (output exclusion).")
 @click.option("--max-retrains", default=5, show_default=True, help="Most retrainings the auto sweep may run.")
 @click.option("--teacher-epochs", type=int, help="Epochs of teacher fine-tuning  [default: 3]")
 @click.option("--student-epochs", type=int, help="Epochs of student training  [default: 10; built-in run 6]")
@@ -270,7 +271,7 @@ def latency(run_dir, batches, threads, rounds, repeats, device, as_json) -> None
 @main.command("render", short_help="Draw tailored architectures as in Fig. 4 of the paper.")
 @click.argument("targets", nargs=-1, metavar="[TARGET]...")
 @click.option("-o", "--out", default="architecture.svg", show_default=True, metavar="FILE",
-              help="Picture file: .svg, .png, .pdf, or .dot (needs no Graphviz).")
+              help="Picture file: .svg, .png, .pdf, or .dot (needs no Graphviz); a folder gets architecture.svg.")
 @click.option("--show-removed", is_flag=True, help="Draw removed blocks faded instead of hiding them.")
 @click.option("--row-blocks", type=int, default=None, metavar="N",
               help="Universal blocks per row (default: whole stages, at most 10; 0: one row).")

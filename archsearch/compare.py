@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 import torch.fx as fx
 
+from archsearch.device import check_device
 from archsearch.errors import UserError
 from archsearch.graph.classifier import replace_classifier
 from archsearch.graph.trace import trace
@@ -25,6 +26,10 @@ from archsearch.models import resolve_model
 from archsearch.passes.codegen import build_module
 
 
+# What the latency command reads of a report, checked before any timing.
+REPORT_KEYS = {"config", "input_shape", "num_classes", "backbone", "dataset", "original_macs", "tailored_macs"}
+
+
 def load_run(run: Path) -> tuple[dict, fx.GraphModule]:
     """The report and tailored network of a finished run directory."""
     report_path, tailored_path = run / "report.json", run / "tailored.pt"
@@ -33,8 +38,10 @@ def load_run(run: Path) -> tuple[dict, fx.GraphModule]:
                         "give the --out directory of a finished 'archsearch tailor'")
     redo = "run 'archsearch tailor' again with --resume to rewrite it"
     report = read_json_dict(report_path, redo)
-    if not {"config", "input_shape", "num_classes"} <= report.keys():
-        raise UserError(f"'{report_path}' is not an archsearch report; give the --out directory of a finished run")
+    missing = sorted(REPORT_KEYS - report.keys())
+    if missing or not isinstance(report["config"], dict):
+        raise UserError(f"'{report_path}' is not an archsearch report (no {', '.join(missing) or 'config'}); "
+                        f"give the --out directory of a finished run, or {redo}")
     try:
         tailored = torch.load(tailored_path, weights_only=False, map_location="cpu")  # a GPU run's, on any machine
     except Exception as exc:  # torch.load raises many kinds for a damaged or foreign file
@@ -51,7 +58,10 @@ def original_network(report: dict) -> fx.GraphModule:
         source = resolve_model(cfg.get("backbone"), cfg.get("model"), None, cfg.get("input_size"),
                                require_weights=False)
     except UserError as exc:
-        raise UserError(f"cannot rebuild the run's original network: {exc}") from exc
+        model = cfg.get("model") or ""
+        where = (" (the run names its model file relative to the folder it was started in: run this there)"
+                 if model and not Path(model.rpartition(":")[0]).is_absolute() else "")
+        raise UserError(f"cannot rebuild the run's original network: {exc}{where}") from exc
     bg = trace(source.model, tuple(report["input_shape"]), cfg.get("leaf_modules") or [])
     return build_module(replace_classifier(bg, report["num_classes"]), "slim", "logits").eval()
 
@@ -75,8 +85,7 @@ def compare(run: Path, batches: list[int], threads: list[int], rounds: int = 5, 
     (0: torch's default; CPU only) and batch size, with the speed-up's range over the rounds.
     ``log`` hears of each measurement as it starts (a large network takes minutes)."""
     cuda = device == "cuda"
-    if cuda and not torch.cuda.is_available():
-        raise UserError("--device cuda: torch sees no CUDA device here; use --device cpu")
+    check_device(device)
     report, tailored = load_run(run)
     layout = layout_named(report.get("memory_format"), device)  # the one its network's code was emitted for
     models = {"original": original_network(report).to(device, memory_format=layout),

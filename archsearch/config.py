@@ -6,9 +6,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-import torch
-
+from archsearch.device import check_device
 from archsearch.errors import UserError
+from archsearch.models import absolute_model_spec
 from archsearch.passes.insert_proxies import parse_skips
 
 # Options that may differ between a run and its --resume; every other option must match.
@@ -87,14 +87,15 @@ class TailorConfig:
     def check(self) -> None:
         """Reject impossible options early, each with one clear line."""
         self.fill_epochs()
+        if self.model:
+            self.model = absolute_model_spec(self.model)
         parse_skips(self.skips)
         for option, value in (("--gamma1", self.gamma1), ("--gamma2", self.gamma2), ("--tolerance", self.tolerance),
                               ("--theta", self.theta), ("--lr", self.lr), ("--student-lr", self.student_lr),
                               ("--gate-lr", self.gate_lr), ("--test-fraction", self.test_fraction)):
             if value is not None and not math.isfinite(value):
                 raise UserError(f"{option} must be a finite number, not {value}")
-        if self.seed < 0:
-            raise UserError(f"--seed must be 0 or more, not {self.seed}")
+        check_seed(self.seed)
         if self.gamma1 is not None and self.gamma1 < 0:
             raise UserError(f"--gamma1 must be 0 or more (0 turns the complexity term off), not {self.gamma1}")
         if self.tolerance < 0:
@@ -104,10 +105,11 @@ class TailorConfig:
         parse_theta_sweep(self.theta_sweep, self.theta)
         if self.train_limit is not None and self.train_limit < 1:
             raise UserError(f"--train-limit must be at least 1, not {self.train_limit}")
-        if min(self.teacher_epochs, self.student_epochs, self.retrain_epochs) < 0:
-            raise UserError("epoch counts must be 0 or more")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, not {self.batch_size}")
+        for option, value in (("--teacher-epochs", self.teacher_epochs), ("--student-epochs", self.student_epochs),
+                              ("--retrain-epochs", self.retrain_epochs)):
+            if value < 0:
+                raise UserError(f"{option} must be 0 or more, not {value}")
+        check_batch_size(self.batch_size)
         for option, value in (("--lr", self.lr), ("--student-lr", self.student_lr), ("--gate-lr", self.gate_lr)):
             if not value > 0:
                 raise UserError(f"{option} must be a positive learning rate, not {value}")
@@ -119,14 +121,29 @@ class TailorConfig:
             raise UserError(f"--max-retrains must be at least 1, not {self.max_retrains}")
         if not 0 < self.test_fraction < 1:
             raise UserError(f"--test-fraction must be between 0 and 1, not {self.test_fraction}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        check_device(self.device)
         if self.sweep != "auto":
             parse_sweep(self.sweep)
 
     def comparable(self) -> dict:
         """The options a resumed run must share with the run it resumes (what its results depend on)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE_FIELDS}
+
+
+MAX_SEED = 2 ** 63 - 1  # torch.manual_seed's largest
+MAX_BATCH_SIZE = 2 ** 31 - 1
+
+
+def check_seed(seed: int) -> None:
+    """One clear line for a seed torch cannot take."""
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed must be between 0 and {MAX_SEED}, not {seed}")
+
+
+def check_batch_size(batch_size: int) -> None:
+    """One clear line for a batch size no data loader can make."""
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise UserError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, not {batch_size}")
 
 
 AUTO_THETA_SWEEP = (0.15, 0.25)

@@ -42,6 +42,20 @@ def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
     return c, h, w
 
 
+def absolute_model_spec(spec: str) -> str:
+    """``FILE.py:FACTORY`` with FILE made absolute where it exists, so a run's config names the file
+    wherever the run is later resumed or timed from (anything else is returned as given)."""
+    file, sep, factory = spec.rpartition(":")
+    path = Path(file)
+    return f"{path.resolve()}:{factory}" if sep and path.is_file() and not path.is_absolute() else spec
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}): a model file must not exit, on import or in its factory"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def load_factory(spec: str) -> nn.Module:
     """Import ``FILE.py:FACTORY`` and call the factory; every failure is a UserError."""
     if ":" not in spec:
@@ -52,20 +66,26 @@ def load_factory(spec: str) -> nn.Module:
         problem = "is a folder, not a Python file" if path.is_dir() else "does not exist"
         raise UserError(f"--model file '{file}' {problem}")
     module_name = f"archsearch_user_{path.stem}"
+    argv = sys.argv
+    sys.argv = [str(path)]  # a training script that parses its arguments on import sees none, not ours
     try:
-        loader_spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(loader_spec)
-        sys.modules[module_name] = module
-        loader_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise UserError(f"--model file '{file}' fails to import: {type(exc).__name__}: {exc}") from exc
-    fn = getattr(module, factory, None)
-    if fn is None or not callable(fn):
-        raise UserError(f"'{file}' has no callable '{factory}'; name a function or class that returns an nn.Module")
-    try:
-        model = fn()
-    except Exception as exc:
-        raise UserError(f"'{spec}' raised {type(exc).__name__}: {exc}") from exc
+        try:
+            loader_spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[module_name] = module
+            loader_spec.loader.exec_module(module)
+        except (Exception, SystemExit) as exc:
+            raise UserError(f"--model file '{file}' fails to import: {_failure(exc)}") from exc
+        fn = getattr(module, factory, None)
+        if fn is None or not callable(fn):
+            raise UserError(f"'{file}' has no callable '{factory}'; name a function or class that returns an "
+                            "nn.Module")
+        try:
+            model = fn()
+        except (Exception, SystemExit) as exc:
+            raise UserError(f"'{spec}' raised {_failure(exc)}") from exc
+    finally:
+        sys.argv = argv
     if not isinstance(model, nn.Module):
         raise UserError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -84,6 +104,7 @@ def resolve_model(backbone: str | None, model_spec: str | None, weights: str | N
         return SourceModel(model, Path(model_spec.split(":")[0]).stem, size or (3, 224, 224),
                            IMAGENET_MEAN, IMAGENET_STD, weights)
     name = backbone or DEFAULT_BACKBONE
+    default = backbones.default_input_size(name)  # an unknown name is the first thing to say
     if weights is None and name == DEFAULT_BACKBONE and require_weights:
         if not DEFAULT_WEIGHTS.is_file():
             raise UserError(f"the built-in weights {DEFAULT_WEIGHTS} are missing; reinstall archsearch, "
@@ -93,7 +114,6 @@ def resolve_model(backbone: str | None, model_spec: str | None, weights: str | N
     if weights is None and require_weights:
         raise UserError(f"--backbone {name} needs --weights FILE (a pre-trained state dict); archsearch "
                         "downloads nothing")
-    default = backbones.default_input_size(name)
     shape = size or default
     model = backbones.get_backbone(name, in_channels=shape[0])
     if weights is not None:

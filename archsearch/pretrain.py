@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 import backbones
+from archsearch.config import check_batch_size, check_seed
 from archsearch.data import load_task_data
+from archsearch.device import check_device
 from archsearch.errors import UserError
 from archsearch.io.atomic import atomic_torch_save, check_writable
 from archsearch.train.loop import Stage, evaluate, run_stage
@@ -23,12 +25,13 @@ def pretrain(backbone: str, data: str, *, epochs: int, batch_size: int, lr: floa
     timing. Options and the output path are checked before any training."""
     if epochs < 1:
         raise UserError(f"--epochs must be at least 1, not {epochs}")
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, not {batch_size}")
+    check_batch_size(batch_size)
+    check_seed(seed)
     if not lr > 0:
         raise UserError(f"--lr must be a positive learning rate, not {lr}")
     if train_limit is not None and train_limit < 1:
         raise UserError(f"--train-limit must be at least 1, not {train_limit}")
+    check_device(device)
     shape = backbones.default_input_size(backbone)  # an unknown backbone is a UserError here
     out = check_writable(output if output else f"{backbone}-{Path(data).stem or 'data'}.pt")
     torch.manual_seed(seed)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -446,15 +447,19 @@ def stack_dot(archs: list[dict], *, show_removed: bool = False, row_blocks: int 
 
 # --------------------------------------------------------------------------------------- output
 def render(dot: graphviz.Digraph, path: str | Path) -> Path:
-    """Write ``dot`` to ``path`` atomically; the extension picks the format (none: ``.svg``).
+    """Write ``dot`` to ``path`` atomically; the extension picks the format (none: ``.svg``); a folder
+    (one that exists, or a path ending in a slash) gets ``architecture.svg`` inside it.
 
     ``.dot``/``.gv`` write the DOT source and need no Graphviz install; ``.svg``, ``.png`` and
     ``.pdf`` run the ``dot`` program. Returns the path written.
     """
     from archsearch.io.atomic import atomic_write_bytes, atomic_write_text
 
+    folder = str(path).endswith(("/", os.sep))
     path = Path(path)
-    if not path.suffix:
+    if folder or path.is_dir():
+        path = path / "architecture.svg"
+    elif not path.suffix:
         path = path.with_name(path.name + ".svg")
     suffix = path.suffix.lower()
     if suffix not in FORMATS:

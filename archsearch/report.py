@@ -3,7 +3,8 @@ from __future__ import annotations
 
 
 def _m(n: float) -> str:
-    return f"{n / 1e6:.2f} M"
+    """A count in millions, or thousands where millions would print as 0.00 M."""
+    return f"{n / 1e6:.2f} M" if n >= 1e5 or n == 0 else f"{n / 1e3:.2f} k"
 
 
 def _where(report: dict) -> list[str]:

@@ -9,6 +9,7 @@ from archsearch.config import TailorConfig
 from archsearch.errors import UserError
 from archsearch.io.atomic import atomic_write_json
 from archsearch.io.jsonfile import read_json_dict
+from archsearch.models import absolute_model_spec
 from archsearch.train import distributed
 from archsearch.train.distributed import Dist
 
@@ -33,6 +34,8 @@ class RunDir:
             raise UserError(f"cannot create the output directory '{root}': {exc.strerror}; choose another --out") from exc
         if config.exists() and cfg.resume:
             saved = read_json_dict(config, "--resume cannot continue this run; start a new one with another --out")
+            if isinstance(saved.get("model"), str):  # runs made before configs named the file absolutely
+                saved["model"] = absolute_model_spec(saved["model"])
             defaults = TailorConfig().comparable()  # options newer than the run compare as their defaults
             diff = [k for k, v in cfg.comparable().items() if json.loads(json.dumps(v)) != saved.get(k, defaults.get(k))]
             if diff:

@@ -91,8 +91,11 @@ def default_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ..
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
+    """The exception's first sentence (torch's loader errors go on with advice about other cases)."""
+    text = " ".join(str(exc).split()).split(". ")[0].rstrip(".")
+    if len(text) > 200:
+        text = text[:199] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _read_checkpoint(path: str) -> Any:

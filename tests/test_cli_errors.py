@@ -92,6 +92,28 @@ def test_model_factory_returns_no_module(tmp_path):
     assert_one_line_error(run(["inspect", "--model", f"{f}:build"]), "int", "not a torch.nn.Module")
 
 
+def test_model_file_that_exits(tmp_path):
+    f = _model_file(tmp_path, "import sys\nsys.exit(3)\n")
+    assert_one_line_error(run(["inspect", "--model", f"{f}:build"]), "fails to import", "SystemExit(3)")
+    f = _model_file(tmp_path, "def build():\n    raise SystemExit('quit')\n")
+    assert_one_line_error(run(["inspect", "--model", f"{f}:build"]), "raised SystemExit('quit')")
+
+
+def test_model_file_that_parses_arguments_on_import_sees_none_of_ours(tmp_path):
+    f = _model_file(tmp_path, "import argparse\np = argparse.ArgumentParser()\np.add_argument('--lr', default=0.1)\n"
+                              "A = p.parse_args()\ndef build():\n    return nn.Sequential(nn.Conv2d(3, 4, 3))\n")
+    assert_one_line_error(run(["inspect", "--model", f"{f}:build"]), "no residual block")
+
+
+def test_pretrain_on_a_missing_gpu(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = run(["pretrain", "--device", "cuda", "--data", "digits", "-o", str(tmp_path / "w.pt")])
+    assert_one_line_error(r, "--device cuda", "--device cpu")
+    assert not (tmp_path / "w.pt").exists()
+
+
 def test_model_spec_without_factory(tmp_path):
     assert_one_line_error(run(["inspect", "--model", "examples/mynet.py"]), "FILE.py:FACTORY")
 
@@ -219,6 +241,11 @@ def test_idx_counts_disagree(tmp_path):
     (["--tolerance", "nan"], "--tolerance"),
     (["--gamma2", "inf"], "--gamma2"),
     (["--seed", "-1"], "--seed"),
+    (["--seed", str(2 ** 64)], "--seed"),
+    (["--batch-size", str(2 ** 70)], "--batch-size"),
+    (["--skips", "²"], "--skips"),
+    (["--teacher-epochs", "-1"], "--teacher-epochs"),
+    (["--backbone", "nope"], "unknown backbone 'nope'"),  # the name first, before asking for --weights
 ])
 def test_impossible_options(tmp_path, args, fragment):
     assert_one_line_error(run(tailor_args(tmp_path, *args)), fragment)
@@ -272,9 +299,14 @@ def test_resume_with_a_damaged_configuration(tmp_path, content):
     assert (run_dir / "config.json").read_text() == content
 
 
+REPORT = ('{"config": {}, "input_shape": [3, 8, 8], "num_classes": 2, "backbone": "m", "dataset": "d", '
+          '"original_macs": 2, "tailored_macs": 1}')
+
+
 @pytest.mark.parametrize("report, tailored", [
     ('{"config": {', None),                 # truncated report
     ('{"a": 1}', None),                     # not a report
+    ('{"config": {}, "input_shape": [3, 8, 8], "num_classes": 2}', None),  # keys the timing reads are missing
     (None, b""),                            # empty network file
     (None, b"not a pickle at all"),         # text as network
 ])
@@ -282,7 +314,7 @@ def test_latency_of_a_damaged_run(tmp_path, report, tailored):
     import torch
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "report.json").write_text(report or '{"config": {}, "input_shape": [3, 8, 8], "num_classes": 2}')
+    (run_dir / "report.json").write_text(report or REPORT)
     if tailored is None:
         torch.save(torch.nn.Linear(2, 2), run_dir / "tailored.pt")
     else:
@@ -294,7 +326,7 @@ def test_latency_of_a_run_whose_network_is_a_state_dict(tmp_path):
     import torch
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "report.json").write_text('{"config": {}, "input_shape": [3, 8, 8], "num_classes": 2}')
+    (run_dir / "report.json").write_text(REPORT)
     torch.save(torch.nn.Linear(2, 2).state_dict(), run_dir / "tailored.pt")
     assert_one_line_error(run(["latency", str(run_dir)]), "not a network")
 
@@ -331,3 +363,12 @@ def test_predict_top_must_be_positive(tmp_path):
 ])
 def test_usage_errors_are_one_line_too(args, fragment):
     assert_one_line_error(run(args), fragment, "--help")
+
+
+def test_latency_of_a_run_whose_model_file_was_named_relatively_elsewhere(tmp_path):
+    import torch
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "report.json").write_text(REPORT.replace('"config": {}', '"config": {"model": "elsewhere/m.py:build"}'))
+    torch.save(torch.nn.Linear(2, 2), run_dir / "tailored.pt")
+    assert_one_line_error(run(["latency", str(run_dir)]), "cannot rebuild", "folder it was started in")

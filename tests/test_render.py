@@ -243,6 +243,16 @@ def test_formats_from_extension(archs, tmp_path):
         render(dot, tmp_path / "a.jpeg")
 
 
+@needs_dot
+def test_a_folder_gets_architecture_svg_inside(archs, tmp_path):
+    dot = to_dot(archs["tailored"])
+    (tmp_path / "out").mkdir()
+    assert render(dot, tmp_path / "out") == tmp_path / "out" / "architecture.svg"
+    assert render(dot, f"{tmp_path / 'new'}/") == tmp_path / "new" / "architecture.svg"  # a slash names a folder
+    assert (tmp_path / "new" / "architecture.svg").read_bytes().lstrip().startswith(b"<?xml")
+    assert not (tmp_path / "out.svg").exists() and not (tmp_path / "new.svg").exists()
+
+
 # ------------------------------------------------------------------------------ sources
 def test_load_architecture_sources(archs, tmp_path):
     arch = archs["tailored"]

@@ -91,3 +91,24 @@ def test_resume_refuses_changed_weights_or_data_and_a_new_run_refuses_old_checkp
     (tmp_path / "run" / "config.json").unlink()  # checkpoints with no record of their run
     with pytest.raises(UserError, match="already holds a run"):
         RunDir(cfg, inputs)
+
+
+def test_a_run_names_its_model_file_absolutely_and_resumes_one_named_relatively(tmp_path, monkeypatch):
+    """So `archsearch latency RUN` rebuilds the model from any folder; runs made before keep resuming."""
+    import json
+    from dataclasses import replace
+
+    from archsearch.config import TailorConfig
+    from archsearch.rundir import RunDir
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.py").write_text("def build():\n    pass\n")
+    cfg = TailorConfig(model="m.py:build", out=str(tmp_path / "run"), data="digits")
+    cfg.check()
+    assert cfg.model == f"{tmp_path / 'm.py'}:build"
+    RunDir(cfg)
+    config = tmp_path / "run" / "config.json"
+    assert json.loads(config.read_text())["model"] == f"{tmp_path / 'm.py'}:build"
+    (tmp_path / "run" / "checkpoints" / "teacher.pt").write_bytes(b"x")
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model": "m.py:build"}))  # an older run
+    RunDir(replace(cfg, resume=True))

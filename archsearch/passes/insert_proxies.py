@@ -14,7 +14,7 @@ def parse_skips(skips: int | str) -> int | None:
     if isinstance(skips, str):
         if skips.strip().lower() == "dense":
             return None
-        if not skips.strip().isdigit():
+        if not (skips.strip().isascii() and skips.strip().isdigit()):  # isdigit alone admits '²'
             raise UserError(f"--skips must be a positive whole number or 'dense', not '{skips}'")
         skips = int(skips)
     if skips < 1:

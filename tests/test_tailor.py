@@ -187,8 +187,8 @@ def test_task_pack_is_data_only(tiny_run):
 
 
 def test_report_warns_when_the_teacher_is_worse_than_feature_extraction(tiny_run):
-    from archsearch.report import summary
     from archsearch.advice import undertrained_teacher
+    from archsearch.report import summary
 
     report, _ = tiny_run
     assert isinstance(report["warnings"], list)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,27 @@ from archsearch.errors import UserError
 from archsearch.tailor import TailorConfig, tailor
 from tinytask import USER_MODEL, tiny_data as _tiny_data
 
+
+def tiny_config(tmp: Path, model: str = USER_MODEL, **options: object) -> TailorConfig:
+    """A one-epoch-per-stage run of a tiny user model on tiny data in ``tmp``; ``options`` override."""
+    (tmp / "tiny.py").write_text(model)
+    base = dict(model=f"{tmp / 'tiny.py'}:build", input_size="3,12,12", data=str(_tiny_data(tmp / "d.npz")),
+                out=str(tmp / "run"), teacher_epochs=1, student_epochs=1, retrain_epochs=1, sweep="0,2",
+                batch_size=32, progress=False)
+    return TailorConfig(**{**base, **options})
+
+
+def resumed(report: dict, out: Path) -> TailorConfig:
+    """The configuration of ``tiny_run``'s run again, resuming in ``out``."""
+    return TailorConfig(model=report["config"]["model"], input_size="3,12,12", data=report["config"]["data"],
+                        out=str(out), teacher_epochs=1, student_epochs=1, retrain_epochs=1, sweep="0,2",
+                        batch_size=32, progress=False, resume=True)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> tuple[dict, Path]:
     tmp = tmp_path_factory.mktemp("tailor")
-    (tmp / "tiny.py").write_text(USER_MODEL)
-    cfg = TailorConfig(model=f"{tmp / 'tiny.py'}:build", input_size="3,12,12", data=str(_tiny_data(tmp / "d.npz")),
-                       out=str(tmp / "run"), teacher_epochs=1, student_epochs=1, retrain_epochs=1, sweep="0,2",
-                       batch_size=32, progress=False)
-    return tailor(cfg, log=lambda m: None), tmp / "run"
+    return tailor(tiny_config(tmp), log=lambda m: None), tmp / "run"
 
 
 def test_user_model_tailors_end_to_end(tiny_run):
@@ -41,11 +55,7 @@ def test_user_model_tailors_end_to_end(tiny_run):
 
 
 def test_theta_sweep_prunes_proxies_harder_at_the_chosen_k(tmp_path):
-    (tmp_path / "tiny.py").write_text(USER_MODEL)
-    cfg = TailorConfig(model=f"{tmp_path / 'tiny.py'}:build", input_size="3,12,12",
-                       data=str(_tiny_data(tmp_path / "d.npz")), out=str(tmp_path / "run"), teacher_epochs=1,
-                       student_epochs=1, retrain_epochs=1, sweep="2", theta=0.0, theta_sweep="0.5", tolerance=100,
-                       batch_size=32, progress=False)
+    cfg = tiny_config(tmp_path, sweep="2", theta=0.0, theta_sweep="0.5", tolerance=100)
     report = tailor(cfg, log=lambda m: None)
     first, harder = report["sweep"]
     assert (first["k"], first["theta"]) == (2, 0.0) and (harder["k"], harder["theta"]) == (2, 0.5)
@@ -55,11 +65,8 @@ def test_theta_sweep_prunes_proxies_harder_at_the_chosen_k(tmp_path):
 
 
 def test_latency_cost_is_measured_once_and_drives_the_choice(tmp_path):
-    (tmp_path / "tiny.py").write_text(USER_MODEL)
-    opts = dict(model=f"{tmp_path / 'tiny.py'}:build", input_size="3,12,12", data=str(_tiny_data(tmp_path / "d.npz")),
-                out=str(tmp_path / "run"), teacher_epochs=1, student_epochs=1, retrain_epochs=1, sweep="0,2",
-                theta_sweep="none", tolerance=100, batch_size=32, progress=False, cost="latency")
-    report = tailor(TailorConfig(**opts), log=lambda m: None)
+    cfg = tiny_config(tmp_path, theta_sweep="none", tolerance=100, cost="latency")
+    report = tailor(cfg, log=lambda m: None)
     costs = tmp_path / "run" / "costs.json"
     measured = json.loads(costs.read_text())
     assert report["cost"] == "latency" and measured[""] > 0
@@ -69,12 +76,12 @@ def test_latency_cost_is_measured_once_and_drives_the_choice(tmp_path):
     with pytest.raises(UserError, match="--cost"):
         TailorConfig(cost="flops").check()
     before = costs.stat().st_mtime_ns
-    again = tailor(TailorConfig(**opts, resume=True), log=lambda m: None)
+    again = tailor(replace(cfg, resume=True), log=lambda m: None)
     assert costs.stat().st_mtime_ns == before
     assert {t["k"]: t["cost_share"] for t in again["sweep"]} == shares
     costs.write_text('{"stem": 0.1}')
     with pytest.raises(UserError, match="costs.json"):
-        tailor(TailorConfig(**opts, resume=True), log=lambda m: None)
+        tailor(replace(cfg, resume=True), log=lambda m: None)
 
 
 def test_tailored_module_loads_without_archsearch(tiny_run):
@@ -100,10 +107,7 @@ def test_a_model_that_refuses_channels_last_is_emitted_and_timed_nchw(tmp_path):
     source = USER_MODEL.replace("self.out = nn.Linear(16, 3)", "self.out = nn.Linear(16 * 6 * 6, 3)").replace(
         "return self.out(torch.flatten(F.adaptive_avg_pool2d(self.body(self.stem(x)), 1), 1))",
         "y = self.body(self.stem(x))\n        return self.out(y.view(y.size(0), -1))")
-    (tmp_path / "viewhead.py").write_text(source)
-    cfg = TailorConfig(model=f"{tmp_path / 'viewhead.py'}:build", input_size="3,12,12",
-                       data=str(_tiny_data(tmp_path / "d.npz")), out=str(tmp_path / "run"), teacher_epochs=1,
-                       student_epochs=1, retrain_epochs=1, sweep="0,2", batch_size=32, progress=False)
+    cfg = tiny_config(tmp_path, model=source)
     said: list[str] = []
     report = tailor(cfg, log=said.append)
     assert report["memory_format"] == "nchw"
@@ -113,10 +117,7 @@ def test_a_model_that_refuses_channels_last_is_emitted_and_timed_nchw(tmp_path):
 
 def test_resume_finished_run_reuses_checkpoints(tiny_run, tmp_path):
     report, run = tiny_run
-    cfg = TailorConfig(model=report["config"]["model"], input_size="3,12,12", data=report["config"]["data"],
-                       out=str(run), teacher_epochs=1, student_epochs=1, retrain_epochs=1, sweep="0,2",
-                       batch_size=32, progress=False, resume=True)
-    again = tailor(cfg, log=lambda m: None)
+    again = tailor(resumed(report, run), log=lambda m: None)
     assert again["teacher_accuracy"] == report["teacher_accuracy"]
     assert [t["accuracy"] for t in again["sweep"]] == [t["accuracy"] for t in report["sweep"]]
 
@@ -233,10 +234,7 @@ def test_a_tailored_network_measured_slower_is_reported(tiny_run, tmp_path, monk
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     monkeypatch.setattr(tailor_module, "median_latency", lambda *a, **k: {"original": 0.010, "tailored": 0.012})
-    cfg = TailorConfig(model=report["config"]["model"], input_size="3,12,12", data=report["config"]["data"],
-                       out=str(copy), teacher_epochs=1, student_epochs=1, retrain_epochs=1, sweep="0,2",
-                       batch_size=32, progress=False, resume=True)
-    again = tailor(cfg, log=lambda m: None)
+    again = tailor(resumed(report, copy), log=lambda m: None)
     assert any("not faster than the original" in w and "10.0 → 12.0 ms" in w for w in again["warnings"])
 
 

@@ -1,6 +1,7 @@
 """Warnings and hints a run's report carries: what the numbers alone would not tell a user."""
 from __future__ import annotations
 
+
 def undertrained_teacher(feature_accuracy: float, teacher_accuracy: float, epochs: int | None) -> str | None:
     """A warning when fine-tuning ends below feature extraction: the teacher is the yardstick of the
     selection, and against an undertrained one every network looks within tolerance."""

@@ -46,16 +46,17 @@ def first_run_seconds(run: Path, seconds: float) -> float:
     return seconds
 
 
-def timed_tailor(cfg: TailorConfig, log: Callable[[str], None]) -> tuple[dict, float]:
+def timed_tailor(cfg: TailorConfig, log: Callable[[str], None], fresh: bool | None = None) -> tuple[dict, float]:
     """``tailor(cfg)`` and the run's first wall time: recorded when this call ran it from the start,
     read back when an earlier call did; NaN (never recorded) when this call only resumed a run that
-    has no recorded time, since a resume's time is not the run's."""
+    has no recorded time, since a resume's time is not the run's. ``fresh``: whether this call starts
+    the run (default: its directory holds no config.json yet)."""
     # Imported here, not at the top: the timing scripts need none of the training pipeline, and
     # gpu_speed.py must run on a lent GPU whose image has no graphviz.
     from archsearch.tailor import tailor
 
     run = Path(cfg.out)
-    fresh = not (run / "config.json").exists()
+    fresh = not (run / "config.json").exists() if fresh is None else fresh
     start = time.perf_counter()
     report = tailor(cfg, log=log)
     return report, first_run_seconds(run, time.perf_counter() - start if fresh else float("nan"))

@@ -131,7 +131,7 @@ def main() -> None:
                            student_epochs=args.student_epochs,
                            retrain_epochs=args.retrain_epochs, max_retrains=args.max_retrains,
                            **({"gamma1": args.gamma1} if args.gamma1 is not None else {}),
-                           progress=False, resume=out.exists())
+                           progress=False, resume=(out / "config.json").exists())
         results[name] = timed_tailor(cfg, log=lambda m, n=name: print(f"[{n}] {m}", flush=True))
         write_table(args, allocator, results, work, done=len(results) == len(names))
     if args.table_only:

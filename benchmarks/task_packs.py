@@ -44,7 +44,7 @@ def main() -> None:
         cfg = TailorConfig(backbone="resnet20", weights=str(SHARED / "cifar10-resnets" / CIFAR_WEIGHTS["resnet20"]),
                            data=data, out=str(out), train_limit=1000 if args.quick else 2000, sweep="2,4",
                            gamma1=0.3,  # the runs this benchmark was first measured with; packs, not accuracy
-                           progress=False, resume=out.exists(), **epochs)
+                           progress=False, resume=(out / "config.json").exists(), **epochs)
         runs[name] = (tailor(cfg, log=lambda m: None), out)
     universal_path = runs["mnist"][1] / "universal.pt"
     universal = load_universal(universal_path)

@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from archsearch.config import TailorConfig  # noqa: E402
+from archsearch.io.atomic import atomic_write_json  # noqa: E402
+from archsearch.io.jsonfile import read_json_dict  # noqa: E402
 from benchmarks.common import (CIFAR_WEIGHTS as WEIGHTS, SHARED, chosen, finished_report, first_run_seconds,  # noqa: E402
                                minutes, provenance, set_allocator, sweep_summary, timed_tailor, write_doc)
 
@@ -51,29 +53,41 @@ def main() -> None:
             500, 2, 2, 1, 2
     values = [v.strip() for v in args.values.split(",")]
     work = Path(args.workdir) / f"{args.vary}-{args.backbone}"
-    rows, teacher_ckpt = [], None
+    rows, first = [], None
     for value in values:
         out = work / value
         if args.table_only:
             r = finished_report(out) or ap.error(f"--table-only: {out} holds no finished run; run without it first")
             rows.append((value, r, first_run_seconds(out, float("nan")), _student_gate_values(out)))
             continue
-        if teacher_ckpt is not None and not (out / "checkpoints" / "teacher.pt").exists():
-            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-            shutil.copy(teacher_ckpt, out / "checkpoints" / "teacher.pt")
         option = {"gamma1": float(value)} if args.vary == "gamma1" else {"skips": value}
         if args.vary != "gamma1" and args.gamma1 is not None:
             option["gamma1"] = args.gamma1
+        fresh = not (out / "config.json").exists()
+        if first is not None and fresh:
+            share_teacher(first, out, option)  # timed as a fresh run that skips its teacher
         cfg = TailorConfig(backbone=args.backbone, weights=str(SHARED / "cifar10-resnets" / WEIGHTS[args.backbone]),
                            data=args.data, out=str(out), train_limit=args.train_limit, teacher_epochs=args.teacher_epochs,
                            student_epochs=args.student_epochs, retrain_epochs=args.retrain_epochs,
-                           max_retrains=args.max_retrains, progress=False, resume=True, **option)
-        r, seconds = timed_tailor(cfg, log=lambda m, v=value: print(f"[{args.vary} {v}] {m}", flush=True))
-        teacher_ckpt = out / "checkpoints" / "teacher.pt"
+                           max_retrains=args.max_retrains, progress=False, resume=(out / "config.json").exists(),
+                           **option)
+        r, seconds = timed_tailor(cfg, log=lambda m, v=value: print(f"[{args.vary} {v}] {m}", flush=True),
+                                  fresh=fresh)
+        first = first or out
         rows.append((value, r, seconds, _student_gate_values(out)))
         write_table(args, allocator, rows, done=len(rows) == len(values))
     if args.table_only:
         write_table(args, allocator, rows, done=True)
+
+
+def share_teacher(first: Path, out: Path, option: dict) -> None:
+    """Start run ``out`` as a resumable copy of run ``first`` holding only its teacher checkpoint (the
+    varied option does not change the teacher): ``first``'s config with the varied option replaced, so
+    that ``out`` resumes after the teacher and every other option must still match."""
+    config = read_json_dict(first / "config.json", "run the variants again in a new --workdir")
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    shutil.copy(first / "checkpoints" / "teacher.pt", out / "checkpoints" / "teacher.pt")
+    atomic_write_json(out / "config.json", {**config, **option})
 
 
 def write_table(args: argparse.Namespace, allocator: str, rows: list, done: bool) -> None:

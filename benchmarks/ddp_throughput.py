@@ -4,10 +4,13 @@ Runs the same small tailoring (ResNet-20 on `digits`, 2 student epochs) as one p
 cores, then under `torchrun --nproc-per-node 2` with one thread per process, one after the other,
 and compares images per second of the student stage. Writes docs/benchmarks/ddp_throughput.md.
 
-    python benchmarks/ddp_throughput.py
+    python benchmarks/ddp_throughput.py [--doc FILE]
+
+It takes about a minute, so it has no --quick mode.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -37,6 +40,9 @@ def run(out: Path, nproc: int) -> dict:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "ddp_throughput.md")
+    args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="archsearch-ddp-"))
     reports = {n: run(tmp / f"p{n}", n) for n in (1, 2)}
     images = 2 * 1438  # two student epochs over digits' 1,438 training images
@@ -50,7 +56,7 @@ def main() -> None:
         lines.append(f"| {n} | {r['stage_seconds']['student']:.1f} | {ips[n]:.1f} | {r['student_accuracy']:.2f} % |")
     lines += ["", f"Ratio 2 processes / 1 process: **{ips[2] / ips[1]:.2f}x**. Both ranks ended with identical "
               f"gates: {reports[2]['distributed']['gates_identical_across_ranks']}."]
-    write_doc(ROOT / "docs" / "benchmarks" / "ddp_throughput.md", lines)
+    write_doc(args.doc, lines)
 
 
 if __name__ == "__main__":

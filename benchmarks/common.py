@@ -22,7 +22,7 @@ from archsearch.errors import UserError
 from archsearch.graph.trace import trace
 from archsearch.io.atomic import atomic_write_text
 from archsearch.layout import layout_named
-from archsearch.passes.codegen import build_module, read_gates
+from archsearch.passes.codegen import build_module, gate_target, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.prune import prune
 
@@ -173,7 +173,7 @@ def blocks_replaced(model: torch.nn.Module, input_shape: tuple[int, ...], every:
         logits[0] = 8.0  # the universal block
         if node in drop:  # its nearest proxy takes over, the block's gate drops
             logits[0], logits[1] = -1.0, 8.0
-        state[f"gates.{node}"] = logits
+        state[gate_target(node)] = logits
     pruned = prune(read_gates(bg, state), k=len(drop), theta=0.05)
     original = build_module(trace(model, input_shape), "slim", "logits").eval()
     slim = build_module(pruned, "slim", "logits", memory_format=memory_format).eval()

@@ -120,9 +120,11 @@ def _pct(value: float | None) -> str:
 def _student_gate_values(run: Path) -> list[float]:
     """The trained student's gate of each universal block (before pruning), from its checkpoint."""
     from archsearch.io.checkpoint import load_checkpoint
+    from archsearch.passes.codegen import gate_target
 
     state = load_checkpoint(run / "checkpoints" / "student.pt")["state"]
-    gates = {int(k[len("gates.x"):]): v for k, v in state.items() if k.startswith("gates.x")}
+    prefix = gate_target("x")
+    gates = {int(k[len(prefix):]): v for k, v in state.items() if k.startswith(prefix)}
     return [float(torch.softmax(gates[i], 0)[0]) for i in sorted(gates)]
 
 

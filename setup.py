@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["archsearch", "archsearch.*", "backbones", "backbones.*"]),
-    package_data={"archsearch": ["weights/*.pt"]},
+    package_data={"archsearch": ["weights/*.pt", "nn/*.cpp"]},
     install_requires=[
         "torch>=2.1",
         "networkx>=3.0",
@@ -20,6 +20,7 @@ setup(
         "pillow>=9.0",
         "mlxtend>=0.22",
         "scikit-learn>=1.2",
+        "ninja>=1.10",  # torch.utils.cpp_extension builds the fused proxy kernel with it (archsearch/nn/pointwise.py)
     ],
     extras_require={"dev": ["pytest>=7", "hypothesis>=6"], "bench": ["matplotlib>=3.6"]},
     entry_points={"console_scripts": ["archsearch = archsearch.cli:main"]},

@@ -25,6 +25,7 @@ import torch.utils._pytree as pytree
 from torch.fx import _pytree as fx_pytree
 
 from archsearch.io.atomic import atomic_torch_save
+from archsearch.nn.pointwise import pointwise_sum
 
 UNIVERSAL_FORMAT = "archsearch-universal/1"
 PACK_FORMAT = "archsearch-task-pack/2"
@@ -81,9 +82,11 @@ def universal_paths(tailored: fx.GraphModule, universal: nn.Module) -> list[str]
 
 
 def forward_namespace() -> dict:
-    """The globals generated fx code refers to; a pack's forward is executed in these."""
+    """The globals generated fx code refers to; a pack's forward is executed in these. fx names a
+    function of ours by its dotted path with underscores."""
+    own = {f"{fn.__module__}.{fn.__name__}".replace(".", "_"): fn for fn in (pointwise_sum,)}
     return {"torch": torch, "inf": math.inf, "nan": math.nan, "NoneType": type(None), "device": torch.device,
-            "fx_pytree": fx_pytree, "pytree": pytree}
+            "fx_pytree": fx_pytree, "pytree": pytree, **own}
 
 
 def universal_attrs(tailored: fx.GraphModule, universal: nn.Module) -> list[str]:

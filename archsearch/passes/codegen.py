@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from archsearch.graph.blockgraph import INPUT, OUTPUT, BlockGraph, Edge
 from archsearch.graph.gates import alphas, gated_in_edges
 from archsearch.nn.fold import Step, fold_proxy
+from archsearch.nn.pointwise import pointwise_sum
 from archsearch.nn.proxy import HalvingMaxPool, Proxy, pool_key
 
 _ALL = slice(None)
@@ -56,6 +57,7 @@ class _Emitter:
         self.src = bg.gm
         self.pixels_major = pixels_major  # proxy products over (pixels x channels) rows: channels-last maps
         self.owned: set[fx.Node] = set()  # sums this module made itself, which a ReLU may overwrite
+        self.rectified: set[fx.Node] = set()  # sums whose node's ReLU was applied as they were made
         self.by_name = {n.name: n for n in bg.gm.graph.nodes}
         self.graph = fx.Graph()
         self.root: dict[str, object] = {}
@@ -168,7 +170,7 @@ class _Emitter:
         return arg
 
     def gated_sum(self, bg: BlockGraph, node: str, values: dict[str, fx.Node],
-                  gate_values: dict[Edge, float]) -> fx.Node:
+                  gate_values: dict[Edge, float], relu: bool = False) -> fx.Node:
         """A slim node's input: sum of its live edges, each times its constant gate, in few memory passes.
 
         Proxies whose last layer is a 1x1 convolution become matrix products accumulated straight
@@ -213,7 +215,7 @@ class _Emitter:
         for t in terms[1:]:
             total = self.call(operator.add, total, t)
         if pixel_products:
-            return self.pixel_products(node, bias, pixel_products, total, scaled, out_hw)
+            return self.pixel_products(node, bias, pixel_products, total, scaled, out_hw, relu)
         if not products:
             if scaled is None:
                 return total
@@ -247,44 +249,28 @@ class _Emitter:
 
     def pixel_products(self, node: str, bias: torch.Tensor, products: list[tuple[str, torch.Tensor, fx.Node]],
                        total: fx.Node | None, scaled: tuple[fx.Node, float] | None,
-                       out_hw: tuple[int, ...]) -> fx.Node:
-        """The products of a slim node's sum for channels-last maps: each proxy's 1x1 convolution as one
-        matrix product over the map's (pixels x channels) rows, accumulated in place into a sum this
-        node owns. A sum that starts with a product starts as oneDNN's 1x1 convolution with the bias
-        (a fifth faster than a matrix product from the bias, which copies it out first).
-
-        The sum is made contiguous channels-last before it is viewed as rows, so an in-place product
-        always lands in it, whatever layout the maps arrive in; a source in another layout is copied,
-        never written. The result is the sum, channels-last.
+                       out_hw: tuple[int, ...], relu: bool) -> fx.Node:
+        """The products of a slim node's sum for channels-last maps, as one call of
+        :func:`archsearch.nn.pointwise.pointwise_sum`: the fused kernel where it applies, each
+        proxy's 1x1 convolution a matrix product over the map's (pixels x channels) rows where not.
+        ``relu``: the node's ReLU is applied in the same pass. The result is a new channels-last map.
         """
-        def rows(x: fx.Node) -> fx.Node:
-            return self.call(torch.flatten, self.call(torch.permute, x, (0, 2, 3, 1)), 0, 2)
-
         def source_rows(x: fx.Node) -> fx.Node:  # a source feeds up to one product per later node
             if x.name not in self.pixel_rows:
-                self.pixel_rows[x.name] = rows(x)
+                self.pixel_rows[x.name] = self.call(torch.flatten, self.call(torch.permute, x, (0, 2, 3, 1)), 0, 2)
             return self.pixel_rows[x.name]
 
-        if total is None and scaled is None:
-            name, weight, source = products[0]
-            products = products[1:]
-            start = self.call(F.conv2d, source, self.tensor(name, weight), self.tensor(f"proxies.bias_{node}", bias))
-        else:
-            start = self.tensor(f"proxies.bias_{node}", bias[:, None, None])
-            start = self.cast(start, total if total is not None else scaled[0])
-            if total is not None:
-                start = self.call(torch.add, total, start)
-            if scaled is not None:
-                start = self.call(torch.add, start, scaled[0], alpha=scaled[1])
-        acc = self.graph.call_method("contiguous", (start,), {"memory_format": torch.channels_last})
-        if products:
-            sums = rows(acc)
-            for name, weight, source in products:
-                matrix = self.tensor(name, weight.flatten(1).t().contiguous())
-                sums = self.graph.call_method("addmm_", (sums, self.cast(source_rows(source), acc), self.cast(matrix, acc)))
-            grid = self.graph.call_method("view", (sums, -1, *out_hw, bias.numel()))
-            acc = self.call(torch.permute, grid, (0, 3, 1, 2))
+        start = total
+        if scaled is not None:
+            start = (self.call(torch.mul, scaled[0], scaled[1]) if start is None
+                     else self.call(torch.add, start, scaled[0], alpha=scaled[1]))
+        rows = [source_rows(source) for _, _, source in products]
+        weights = [self.tensor(name, weight.flatten(1).t().contiguous()) for name, weight, _ in products]
+        acc = self.call(pointwise_sum, start, rows, weights, self.tensor(f"proxies.bias_{node}", bias),
+                        tuple(out_hw), relu)
         self.owned.add(acc)
+        if relu:
+            self.rectified.add(acc)
         return acc
 
     def student_sum(self, bg: BlockGraph, node: str, values: dict[str, fx.Node]) -> fx.Node:
@@ -340,11 +326,14 @@ def build_module(bg: BlockGraph, mode: str = "student", returns: str = "all",
     gate_values = alphas(bg) if slim else {}
     values: dict[str, fx.Node] = {INPUT: em.graph.placeholder("x")}
     for node in bg.block_nodes() + [OUTPUT]:
-        total = em.gated_sum(bg, node, values, gate_values) if slim else em.student_sum(bg, node, values)
-        env = {bg.node(node)["pre"]: total}
         post = list(bg.node(node)["post"])
+        relu = slim and bool(post) and em.is_relu(post[0], bg.node(node)["pre"])
+        total = em.gated_sum(bg, node, values, gate_values, relu) if slim else em.student_sum(bg, node, values)
+        env = {bg.node(node)["pre"]: total}
         owned = total in em.owned or (total.op == "call_function" and total.target in _OWN_TEMPORARIES)
-        if slim and post and owned and em.is_relu(post[0], bg.node(node)["pre"]):
+        if total in em.rectified:
+            env[post.pop(0)] = total
+        elif relu and owned:
             env[post.pop(0)] = em.call(torch.relu_, total)  # the sum is this node's own temporary
         em.run(post, env)
         values[node] = env[bg.node(node)["post"][-1]] if bg.node(node)["post"] else total

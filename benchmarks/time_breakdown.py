@@ -34,9 +34,10 @@ from archsearch.nn.proxy import HalvingMaxPool  # noqa: E402
 from benchmarks.common import load_pair, provenance, run_layout, run_line, set_allocator, write_doc  # noqa: E402
 
 OTHERS = ("batch-norms", "proxy products", "pooling", "activations", "sums and gate scaling", "everything else")
-# How the slim code runs proxies: (b)addbmm(_) in the NCHW form, addmm(_) over pixel rows in the channels-last
-# form, conv2d for all but a pointwise-last layer (and the first product of a channels-last sum).
-_PRODUCTS = {"bmm", "baddbmm", "baddbmm_", "addmm", "addmm_", "conv2d"}
+# How the slim code runs proxies: (b)addbmm(_) in the NCHW form, one pointwise_sum per node (its ReLU included)
+# in the channels-last form (addmm(_) over pixel rows in code emitted before it), conv2d for all but a
+# pointwise-last layer.
+_PRODUCTS = {"bmm", "baddbmm", "baddbmm_", "addmm", "addmm_", "conv2d", "pointwise_sum"}
 _POOLS = {"maximum", "max_pool2d"}
 _ACTS = {"relu", "relu_"}
 _SUMS = {"add", "add_", "mul", "mul_", "iadd"}
@@ -107,6 +108,8 @@ def _macs(gm: fx.GraphModule, node: fx.Node, out: Any, env: dict) -> int:
     if _name(node) == "conv2d":  # F.conv2d(x, weight, …): weight is (out, in / groups, kh, kw)
         weight = env[node.args[1]]
         return out.numel() * weight[0].numel()
+    if _name(node) == "pointwise_sum":  # pointwise_sum(start, rows, weights, …): each weight is (in, out)
+        return sum(out.numel() * env[w].shape[0] for w in node.args[2])
     if _name(node) in ("addmm", "addmm_"):  # addmm(_)(sum, rows, weight): weight is (in, out)
         weight = node.args[-1]
         return out.numel() * env[weight].shape[0] if isinstance(weight, fx.Node) else 0

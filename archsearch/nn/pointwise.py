@@ -33,8 +33,6 @@ import torch.nn.functional as F
 
 KERNELS_ENV = "ARCHSEARCH_KERNELS"  # "0": never build or use the compiled kernel
 _SOURCE = Path(__file__).with_name("pointwise_sum.cpp")
-_MAX_CHANNELS = 128
-_NO_INIT = torch.empty(0)
 
 
 def _cpu_signature() -> str:
@@ -98,11 +96,8 @@ def _cpu_autocast() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
-def _kernel_applies(tensors: Sequence[torch.Tensor], channels: int) -> bool:
-    if channels % 16 or channels > _MAX_CHANNELS or _cpu_autocast():
-        return False
-    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    return not wants_grad and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+def _gradient_wanted(tensors: Sequence[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def pointwise_sum(start: torch.Tensor | None, rows: list[torch.Tensor], weights: list[torch.Tensor],
@@ -113,16 +108,13 @@ def pointwise_sum(start: torch.Tensor | None, rows: list[torch.Tensor], weights:
     (pixels x channels) rows, ``weights``: per source its ``(channels in, C)`` matrix; ``bias``:
     ``(C,)``; ``out_hw``: the output's (H, W); ``relu``: rectify the sum. The result is a new tensor.
     """
-    tensors = [*rows, *weights, bias] + ([start] if start is not None else [])
-    proxy = next((t for t in tensors if isinstance(t, fx.Proxy)), None)
-    if proxy is not None:  # fx tracing code that calls it (torch.load of a GraphModule retraces): a leaf
-        return proxy.tracer.create_proxy("call_function", pointwise_sum, (start, rows, weights, bias, out_hw, relu), {})
-    channels = bias.numel()
-    ext = kernel() if _kernel_applies(tensors, channels) else None
-    if ext is not None and all(r.stride(1) == 1 for r in rows):
-        init = _rows(start) if start is not None else _NO_INIT
-        out = ext.pointwise_sum(rows, weights, bias, init, relu)
-        return torch.permute(out.view(-1, *out_hw, channels), (0, 3, 1, 2))
+    if isinstance(bias, fx.Proxy):  # fx tracing code that calls it (torch.load of a GraphModule retraces): a leaf
+        return bias.tracer.create_proxy("call_function", pointwise_sum, (start, rows, weights, bias, out_hw, relu), {})
+    ext = kernel()
+    if ext is not None and not _cpu_autocast() and not _gradient_wanted([*rows, *weights, bias, *([start] if start is not None else [])]):
+        out = ext.pointwise_sum(start, rows, weights, bias, out_hw, relu)  # None: the kernel does not apply
+        if out is not None:
+            return out
     if start is None:  # oneDNN's 1x1 convolution with the bias starts the sum (faster than a product from it)
         first = torch.permute(rows[0].reshape(-1, *out_hw, rows[0].shape[1]), (0, 3, 1, 2))
         acc = F.conv2d(first, weights[0].t()[:, :, None, None], bias)

@@ -85,50 +85,59 @@ void run_rows(const Plan& plan, int64_t begin, int64_t end, int64_t co) {
     case 6: return rows_block<6, 4>(plan, begin, end);
     case 7: return rows_block<7, 3>(plan, begin, end);
     case 8: return rows_block<8, 3>(plan, begin, end);
-    default: TORCH_CHECK(false, "pointwise_sum: ", co, " output channels (supported: multiples of 16 up to 128)");
+    default: TORCH_CHECK(false, "pointwise_sum: ", co, " output channels (multiples of 16 up to 128)");
   }
 }
 
 }  // namespace
 
-// rows: per source a (P x cin) float32 CPU matrix with unit column stride; weights: per source a
-// contiguous (cin x CO) matrix; bias: (CO); init: empty or (P x CO) with unit column stride.
-// Returns (P x CO), contiguous.
-torch::Tensor pointwise_sum(const std::vector<torch::Tensor>& rows, const std::vector<torch::Tensor>& weights,
-                            const torch::Tensor& bias, const torch::Tensor& init, bool relu) {
-  TORCH_CHECK(!rows.empty() && rows.size() == weights.size(), "pointwise_sum: one weight per source");
-  const int64_t P = rows[0].size(0), CO = bias.size(0);
-  TORCH_CHECK(CO % 16 == 0 && CO <= 128, "pointwise_sum: ", CO, " output channels (multiples of 16 up to 128)");
-  TORCH_CHECK(bias.is_contiguous() && bias.scalar_type() == torch::kFloat && bias.device().is_cpu(),
-              "pointwise_sum: contiguous float32 CPU bias");
+namespace {
+
+bool fits(const torch::Tensor& t, int64_t dim) {
+  return t.defined() && t.dim() == dim && t.scalar_type() == torch::kFloat && t.device().is_cpu();
+}
+
+}  // namespace
+
+// start: None or an (N, CO, H, W) map; rows: per source (P x cin) with unit channel stride, P = N*H*W;
+// weights: per source a contiguous (cin x CO) matrix; bias: (CO). Returns the (N, CO, H, W) sum,
+// channels-last, or None where the kernel does not apply (the caller then runs the torch form).
+py::object pointwise_sum(const c10::optional<torch::Tensor>& start, const std::vector<torch::Tensor>& rows,
+                         const std::vector<torch::Tensor>& weights, const torch::Tensor& bias,
+                         const std::vector<int64_t>& out_hw, bool relu) {
+  if (rows.empty() || rows.size() != weights.size() || out_hw.size() != 2 || !fits(bias, 1) ||
+      !bias.is_contiguous())
+    return py::none();
+  const int64_t CO = bias.size(0), H = out_hw[0], W = out_hw[1];
+  const int64_t P = rows[0].size(0);
+  if (CO % 16 != 0 || CO > 128 || H * W == 0 || P % (H * W) != 0) return py::none();
   Plan plan;
   for (size_t s = 0; s < rows.size(); ++s) {
     const auto& r = rows[s];
     const auto& w = weights[s];
-    TORCH_CHECK(r.dim() == 2 && r.size(0) == P && r.stride(1) == 1 && r.scalar_type() == torch::kFloat &&
-                r.device().is_cpu() && w.device().is_cpu(),
-                "pointwise_sum: source ", s, " must be float32 CPU (P x C) rows with unit channel stride");
-    TORCH_CHECK(w.dim() == 2 && w.size(0) == r.size(1) && w.size(1) == CO && w.is_contiguous() &&
-                w.scalar_type() == torch::kFloat, "pointwise_sum: weight ", s, " must be contiguous float32 (",
-                r.size(1), " x ", CO, ")");
+    if (!fits(r, 2) || r.size(0) != P || r.stride(1) != 1 || !fits(w, 2) || !w.is_contiguous() ||
+        w.size(0) != r.size(1) || w.size(1) != CO)
+      return py::none();
     plan.rows.push_back(r.data_ptr<float>());
     plan.ld.push_back(r.stride(0));
     plan.cin.push_back(r.size(1));
     plan.w.push_back(w.data_ptr<float>());
   }
-  if (init.numel() > 0) {
-    TORCH_CHECK(init.dim() == 2 && init.size(0) == P && init.size(1) == CO && init.stride(1) == 1 &&
-                init.scalar_type() == torch::kFloat && init.device().is_cpu(),
-                "pointwise_sum: init must be float32 CPU (P x CO) rows");
+  const int64_t N = P / (H * W);
+  torch::Tensor init;
+  if (start.has_value()) {
+    const auto& t = *start;
+    if (!fits(t, 4) || t.size(0) != N || t.size(1) != CO || t.size(2) != H || t.size(3) != W) return py::none();
+    init = t.contiguous(at::MemoryFormat::ChannelsLast);
     plan.init = init.data_ptr<float>();
-    plan.init_ld = init.stride(0);
+    plan.init_ld = CO;
   }
-  auto out = torch::empty({P, CO}, bias.options());
+  auto out = torch::empty({N, CO, H, W}, bias.options().memory_format(at::MemoryFormat::ChannelsLast));
   plan.bias = bias.data_ptr<float>();
   plan.out = out.data_ptr<float>();
   plan.relu = relu;
   at::parallel_for(0, P, 1024, [&](int64_t begin, int64_t end) { run_rows(plan, begin, end, CO); });
-  return out;
+  return py::cast(out);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -9,12 +9,13 @@ Two modes:
   ``alpha = softmax`` over live edges.
 - ``slim``: gates are constants; a node with one live input has no gate at all. Task-specific layers
   run in inference form: each proxy is pooling plus 1x1 convolutions with its batch-norms and its
-  alpha folded in, the last one a matrix product accumulated straight into the node's sum, over
-  NCHW maps or, with ``memory_format=torch.channels_last`` (what a run emits), over the maps'
-  (pixels x channels) rows; the classifier is a functional call on its tensors. Universal blocks
-  stay the very same modules.
-  The result holds only torch modules and tensors, so ``torch.load`` needs nothing of archsearch,
-  and a task pack can store a task as tensors plus code.
+  alpha folded in, the last one a matrix product accumulated straight into the node's sum over
+  NCHW maps or, with ``memory_format=torch.channels_last`` (what a run emits), one
+  :func:`~archsearch.nn.pointwise.pointwise_sum` per node over the maps' (pixels x channels) rows
+  (the fused kernel, the node's ReLU included); the classifier is a functional call on its tensors.
+  Universal blocks stay the very same modules.
+  The result holds torch modules, tensors and calls of ``pointwise_sum``: ``torch.load`` imports
+  archsearch for it by itself, and a task pack can store a task as tensors plus code.
 """
 from __future__ import annotations
 

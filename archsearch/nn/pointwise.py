@@ -45,9 +45,12 @@ def _cpu_signature() -> str:
     return platform.machine() + "|" + "|".join(sorted({ln for ln in lines if ln.split(":")[0].strip() in keys}))
 
 
+_FLAGS = "-O3 -march=native -fopenmp"  # OpenMP: at::parallel_for is inline, serial without it
+
+
 def kernel_name() -> str:
-    """The extension's name: a digest of its source, the CPU and the torch version."""
-    h = hashlib.sha256(_SOURCE.read_bytes())
+    """The extension's name: a digest of its source, its flags, the CPU and the torch version."""
+    h = hashlib.sha256(_SOURCE.read_bytes() + _FLAGS.encode())
     h.update(_cpu_signature().encode())
     h.update(torch.__version__.encode())
     return "archsearch_pointwise_" + h.hexdigest()[:16]
@@ -65,7 +68,8 @@ def kernel() -> ModuleType | None:
         print("archsearch: compiling the fused proxy kernel (once per machine, about 30 s; "
               f"{KERNELS_ENV}=0 skips it)", file=sys.stderr, flush=True)
     try:
-        return cpp_extension.load(name, [str(_SOURCE)], extra_cflags=["-O3", "-march=native"], verbose=False)
+        return cpp_extension.load(name, [str(_SOURCE)], extra_cflags=_FLAGS.split(),
+                                  extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as err:  # no compiler, no Python headers, an unknown -march: run the torch form
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         warnings.warn(f"archsearch: the fused proxy kernel could not be built ({first}); tailored networks "

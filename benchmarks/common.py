@@ -8,6 +8,7 @@ import json
 import os
 import math
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -178,3 +179,13 @@ def blocks_replaced(model: torch.nn.Module, input_shape: tuple[int, ...], every:
     original = build_module(trace(model, input_shape), "slim", "logits").eval()
     slim = build_module(pruned, "slim", "logits", memory_format=memory_format).eval()
     return original, slim, bg.total_macs, pruned.macs(), len(universal), len(universal) - len(pruned.universal())
+
+
+def probe_ms(a: torch.Tensor, passes: int = 50) -> float:
+    """Median time of a small matrix product: moves with the machine's state, not with our networks."""
+    times = []
+    for _ in range(passes):
+        start = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3

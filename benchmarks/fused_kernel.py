@@ -22,7 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import at_least_one, chosen, load_pair, provenance, run_layout, set_allocator, write_doc  # noqa: E402
+from benchmarks.common import (at_least_one, chosen, load_pair, probe_ms, provenance, run_layout,  # noqa: E402
+                               set_allocator, write_doc)
 from archsearch.latency import latency_rounds  # noqa: E402
 from archsearch.nn import pointwise  # noqa: E402
 
@@ -39,6 +40,17 @@ def without_kernel(model: torch.nn.Module) -> Callable[[torch.Tensor], object]:
         finally:
             pointwise.kernel = built
     return call
+
+
+def machine_state(probe: torch.Tensor, threads: int) -> float:
+    """The probe of benchmarks/thread_states.py at ``threads`` (torch's default): this machine's
+    two-thread state, which moves a lean network's two-thread time far more than an original's."""
+    measuring = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return probe_ms(probe)
+    finally:
+        torch.set_num_threads(measuring)
 
 
 def pair(text: str) -> tuple[Path, Path]:
@@ -66,8 +78,9 @@ def main() -> None:
     default = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     rows = ["| network | k | MAC factor | batch | original (ms) | before (ms) | kernel (ms) | kernel off (ms) "
-            "| kernel / before | share of MAC factor: before → kernel (kernel off) | per-round range, kernel |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| kernel / before | share of MAC factor: before → kernel (kernel off) | per-round range, kernel | probe (ms) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    probe = torch.randn(256, 256)
     for before_dir, after_dir in args.pairs:
         report, original, before = load_pair(before_dir)
         after_report, _, after = load_pair(after_dir)
@@ -88,7 +101,8 @@ def main() -> None:
             rows.append(f"| {after_dir.name} ({report['dataset']}) | {chosen(report)} | {factor:.2f}x | {batch} | "
                         f"{t['original']:.2f} | {t['before']:.2f} | {t['kernel']:.2f} | {t['off']:.2f} | "
                         f"{t['before'] / t['kernel']:.3f}x | {share['before']:.1f} → **{share['kernel']:.1f} %**"
-                        f"{verdict} ({share['off']:.1f} %) | {min(rounds):.1f}–{max(rounds):.1f} % |")
+                        f"{verdict} ({share['off']:.1f} %) | {min(rounds):.1f}–{max(rounds):.1f} % | "
+                        f"{machine_state(probe, default):.3f} |")
             print(rows[-1], flush=True)
     lines = ["# The fused proxy kernel: the same tailored networks before and after", "",
              *provenance(allocator), "",
@@ -96,7 +110,9 @@ def main() -> None:
              "emitted it. Kernel: tailored.pt as this code emits it. Kernel off: the same tailored.pt with the "
              "kernel turned off. All channels-last, under torch.no_grad, interleaved in one process: "
              f"{args.rounds} rounds of {args.repeats} passes after 3 warm-up passes; medians over the rounds. "
-             "Share of the MAC factor: speed-up over the original divided by the MAC factor (bar: 80 % at batch 64).",
+             "Share of the MAC factor: speed-up over the original divided by the MAC factor (bar: 80 % at batch 64). "
+             f"Probe: a 256x256 matrix product on {default} threads after the row (benchmarks/thread_states.py: "
+             "about 0.170 ms in this machine's fast two-thread state, 0.18–0.22 ms in its slow one).",
              "", *rows]
     torch.set_num_threads(default)
     write_doc(args.doc, lines)

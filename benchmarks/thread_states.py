@@ -22,18 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import (at_least_one, load_pair, provenance, run_layout, run_line,  # noqa: E402
-                               set_allocator, write_doc)
+                               probe_ms, set_allocator, write_doc)
 from archsearch.latency import interleaved_latency  # noqa: E402
-
-
-def probe_ms(a: torch.Tensor, passes: int = 50) -> float:
-    """Median time of a small matrix product: moves with the machine's state, not with our networks."""
-    times = []
-    for _ in range(passes):
-        start = time.perf_counter()
-        a @ a
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:

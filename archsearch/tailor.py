@@ -33,6 +33,7 @@ from archsearch.io.pack import tensor_digest, write_pack, write_universal
 from archsearch.latency import latency_setting, median_latency
 from archsearch.layout import DEPLOYMENT_LAYOUT, deployable_layout, layout_name, training_layout
 from archsearch.models import resolve_model
+from archsearch.nn.pointwise import kernel
 from archsearch.passes.codegen import GATES, build_module, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.measure import apply_edge_seconds, measure_edge_seconds
@@ -308,6 +309,8 @@ def _tailor(cfg: TailorConfig, source, data, bg: BlockGraph, d: Dist, log: Calla
     pruned_student = build_module(final_bg, "student", "all").eval()
     probe = next(iter(p.test_loader))[0][:8].to(p.device)
     original_module = build_module(p.teacher_bg, "slim", "logits").eval()
+    if torch.device(p.device).type == "cpu":  # built here, where its one-time note shows (the layout probe is quiet)
+        kernel()
     slim = build_module(final_bg, "slim", "logits", memory_format=DEPLOYMENT_LAYOUT).eval()
     deployed, refused = deployable_layout([original_module, slim], probe, p.device)
     if refused:

@@ -103,7 +103,7 @@ def randomize_batchnorm(model: nn.Module, seed: int) -> None:
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
 
 
-block_specs = st.builds(BlockSpec, out_channels=st.sampled_from([2, 4, 6, 8]), stride=st.sampled_from([1, 1, 2]),
+block_specs = st.builds(BlockSpec, out_channels=st.sampled_from([2, 4, 6, 8, 16, 32]), stride=st.sampled_from([1, 1, 2]),
                         projection=st.booleans(), post_activation=st.booleans(), bottleneck=st.booleans(),
                         preact=st.booleans(), activation=st.sampled_from(["relu", "relu", "gelu", "prelu"]),
                         excite=st.booleans(), split=st.sampled_from([False, False, True]))
@@ -121,7 +121,7 @@ def rand_nets(draw: st.DrawFn) -> RandNet:
                 stride_budget -= 1
         kept.append(s)
     torch.manual_seed(draw(st.integers(0, 2**16)))
-    net = RandNet(draw(st.sampled_from([2, 4, 8])), kept)
+    net = RandNet(draw(st.sampled_from([2, 4, 8, 16])), kept)  # 16 and 32: widths the fused kernel takes
     randomize_batchnorm(net, draw(st.integers(0, 2**16)))
     return net.eval()
 

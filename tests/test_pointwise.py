@@ -125,3 +125,42 @@ def test_it_is_one_leaf_when_fx_traces_code_that_calls_it():
     x = torch.randn(2, 16, 4, 4).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         torch.testing.assert_close(gm(x), Node.forward(gm, x))
+
+
+def test_a_slim_network_of_kernel_widths_runs_the_kernel_and_equals_its_pruned_student(monkeypatch):
+    """End to end: 16- and 32-channel blocks, proxies, gates, pruning, channels-last code; the
+    kernel (where a compiler is) computes what the pruned student computes."""
+    from randnets import BlockSpec, RandNet, randomize_batchnorm
+
+    from archsearch.graph.trace import trace
+    from archsearch.passes.codegen import build_module, read_gates
+    from archsearch.passes.insert_proxies import insert_proxies
+    from archsearch.passes.prune import prune
+
+    torch.manual_seed(0)
+    net = RandNet(16, [BlockSpec(16, 1, False, True, False), BlockSpec(32, 2, True, True, False),
+                       BlockSpec(32, 1, False, True, False), BlockSpec(32, 1, False, True, False)]).eval()
+    randomize_batchnorm(net, 0)
+    bg = insert_proxies(trace(net, (3, 8, 8)), 3)
+    student = build_module(bg, "student")
+    with torch.no_grad():
+        for name, p in student.named_parameters():
+            if name.startswith("gates."):
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 3)
+    pruned = prune(read_gates(bg, student.state_dict()), k=2, theta=0.0)
+    slim = build_module(pruned, "slim", "logits", memory_format=torch.channels_last).eval()
+    slim = slim.to(memory_format=torch.channels_last)
+    calls = []
+    real = pointwise.kernel()
+
+    class Spy:
+        def pointwise_sum(self, *args):
+            calls.append(args)
+            return real.pointwise_sum(*args)
+
+    if real is not None:
+        monkeypatch.setattr(pointwise, "kernel", lambda: Spy())
+    x = torch.randn(4, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(slim(x), build_module(pruned, "student").eval()(x)[0], rtol=1e-4, atol=1e-5)
+    assert real is None or calls, "no node of this network went through the kernel"

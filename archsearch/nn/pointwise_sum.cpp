@@ -13,7 +13,8 @@
 
 namespace {
 
-typedef float v16 __attribute__((vector_size(64), aligned(4)));  // 16 floats, unaligned loads allowed
+// 16 floats; unaligned loads allowed, and it may alias the float arrays it is loaded from
+typedef float v16 __attribute__((vector_size(64), aligned(4), __may_alias__));
 
 struct Plan {
   std::vector<const float*> rows;  // per source: its first row

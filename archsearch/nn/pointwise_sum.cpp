@@ -49,7 +49,7 @@ void rows_block(const Plan& plan, int64_t begin, int64_t end) {
       const int64_t L = plan.ld[s], K = plan.cin[s];
       const float* x = plan.rows[s] + p * L;
       const float* w = plan.w[s];
-      if (n == PB) {
+      if (n == PB) {  // a constant trip count, which the compiler unrolls into registers; the tail below
         for (int64_t k = 0; k < K; ++k) {
           v16 wk[V];
           for (int v = 0; v < V; ++v) wk[v] = *reinterpret_cast<const v16*>(w + k * CO + 16 * v);

@@ -163,3 +163,34 @@ def test_a_slim_network_of_kernel_widths_runs_the_kernel_and_equals_its_pruned_s
     with torch.no_grad():
         torch.testing.assert_close(slim(x), build_module(pruned, "student").eval()(x)[0], rtol=1e-4, atol=1e-5)
     assert kernel_calls or shutil.which("c++") is None, "no node of this network went through the kernel"
+
+
+def test_a_nan_stays_nan_through_the_relu_in_both_forms():
+    """A diverged network must not look healthy: relu(NaN) is NaN in torch, and so in the kernel."""
+    maps = [torch.randn(1, 16, 2, 2).contiguous(memory_format=torch.channels_last) for _ in range(2)]
+    maps[0][0, 3, 1, 1] = float("nan")
+    rows, weights, bias = [pointwise._rows(m) for m in maps], [torch.randn(16, 16) for _ in maps], torch.randn(16)
+    with torch.no_grad():
+        fused = pointwise_sum(None, rows, weights, bias, (2, 2), True)
+        original = pointwise.kernel
+        try:
+            pointwise.kernel = lambda: None
+            plain = pointwise_sum(None, rows, weights, bias, (2, 2), True)
+        finally:
+            pointwise.kernel = original
+    assert torch.isnan(plain[0, :, 1, 1]).all() and torch.equal(torch.isnan(fused), torch.isnan(plain))
+
+
+def test_it_is_a_leaf_when_only_the_sources_are_traced():
+    """A task pack's tensors are buffers, which fx's default tracer passes as plain tensors."""
+    class Node(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("w", torch.randn(16, 16))
+            self.register_buffer("b", torch.randn(16))
+
+        def forward(self, x):
+            return pointwise_sum(None, [torch.flatten(torch.permute(x, (0, 2, 3, 1)), 0, 2)], [self.w], self.b, (4, 4))
+
+    gm = fx.symbolic_trace(Node())
+    assert [n.target for n in gm.graph.nodes if n.op == "call_function"].count(pointwise_sum) == 1

@@ -21,7 +21,9 @@ import functools
 import hashlib
 import os
 import platform
+import shutil
 import sys
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 
 KERNELS_ENV = "ARCHSEARCH_KERNELS"  # "0": never build or use the compiled kernel
 _SOURCE = Path(__file__).with_name("pointwise_sum.cpp")
+_STALE_LOCK_SECONDS = 600  # a build takes about 30 s
 
 
 def _cpu_signature() -> str:
@@ -64,9 +67,13 @@ def kernel() -> ModuleType | None:
     from torch.utils import cpp_extension
 
     name = kernel_name()
+    _clear_stale_lock(name)
     if not _built(name):
         print("archsearch: compiling the fused proxy kernel (once per machine, about 30 s; "
               f"{KERNELS_ENV}=0 skips it)", file=sys.stderr, flush=True)
+    path = os.environ.get("PATH", "")
+    if shutil.which("ninja") is None:  # pip put ninja beside this Python, in a folder that may not be on PATH
+        os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), path])
     try:
         return cpp_extension.load(name, [str(_SOURCE)], extra_cflags=_FLAGS.split(),
                                   extra_ldflags=["-fopenmp"], verbose=False)
@@ -75,17 +82,35 @@ def kernel() -> ModuleType | None:
         warnings.warn(f"archsearch: the fused proxy kernel could not be built ({first}); tailored networks "
                       "run their proxies as matrix products, correct but slower", RuntimeWarning, stacklevel=2)
         return None
+    finally:
+        os.environ["PATH"] = path
+
+
+def _build_folder(name: str) -> Path | None:
+    """Where torch builds and caches the extension ``name``; None for a torch that lays it out otherwise."""
+    from torch.utils import cpp_extension
+
+    try:
+        return Path(cpp_extension._get_build_directory(name, verbose=False))
+    except (AttributeError, OSError):
+        return None
+
+
+def _clear_stale_lock(name: str) -> None:
+    """Remove a build lock left by a killed build: torch's lock has no timeout, every later build would wait."""
+    folder = _build_folder(name)
+    lock = folder / "lock" if folder is not None else None
+    try:
+        if lock is not None and time.time() - lock.stat().st_mtime > _STALE_LOCK_SECONDS:
+            lock.unlink()
+    except OSError:  # no lock, or another process removed it first
+        pass
 
 
 def _built(name: str) -> bool:
     """Whether torch's extension folder already holds this build (then loading it takes milliseconds)."""
-    from torch.utils import cpp_extension
-
-    try:
-        folder = Path(cpp_extension._get_build_directory(name, verbose=False))
-    except (AttributeError, OSError):  # a torch that lays the folder out otherwise: say nothing
-        return True
-    return (folder / f"{name}.so").exists()
+    folder = _build_folder(name)
+    return folder is None or (folder / f"{name}.so").exists()  # unknown layout: say nothing
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -112,9 +137,10 @@ def pointwise_sum(start: torch.Tensor | None, rows: list[torch.Tensor], weights:
     (pixels x channels) rows, ``weights``: per source its ``(channels in, C)`` matrix; ``bias``:
     ``(C,)``; ``out_hw``: the output's (H, W); ``relu``: rectify the sum. The result is a new tensor.
     """
-    if isinstance(bias, fx.Proxy):  # fx tracing code that calls it (torch.load of a GraphModule retraces): a leaf
-        return bias.tracer.create_proxy("call_function", pointwise_sum, (start, rows, weights, bias, out_hw, relu), {})
-    ext = kernel()
+    proxy = next((t for t in (bias, start, *rows, *weights) if isinstance(t, fx.Proxy)), None)
+    if proxy is not None:  # fx tracing code that calls it (torch.load of a GraphModule retraces): a leaf
+        return proxy.tracer.create_proxy("call_function", pointwise_sum, (start, rows, weights, bias, out_hw, relu), {})
+    ext = kernel() if bias.device.type == "cpu" and bias.dtype == torch.float32 else None  # never built for a GPU
     if ext is not None and not _cpu_autocast() and not _gradient_wanted([*rows, *weights, bias, *([start] if start is not None else [])]):
         out = ext.pointwise_sum(start, rows, weights, bias, out_hw, relu)  # None: the kernel does not apply
         if out is not None:

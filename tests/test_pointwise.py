@@ -194,3 +194,25 @@ def test_it_is_a_leaf_when_only_the_sources_are_traced():
 
     gm = fx.symbolic_trace(Node())
     assert [n.target for n in gm.graph.nodes if n.op == "call_function"].count(pointwise_sum) == 1
+
+
+def test_no_compiler_means_one_warning_and_the_torch_form(monkeypatch):
+    """Where the build fails (no gcc, no headers), the tool says so once and the sums still come out right."""
+    from torch.utils import cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension 'x': c++: not found")
+
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(pointwise, "_built", lambda name: True)
+    pointwise.kernel.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="could not be built.*c\\+\\+: not found"):
+            assert pointwise.kernel() is None
+        maps = [torch.randn(1, 16, 2, 2).contiguous(memory_format=torch.channels_last)]
+        weights, bias = [torch.randn(16, 16)], torch.randn(16)
+        with torch.no_grad():
+            got = pointwise_sum(None, [pointwise._rows(m) for m in maps], weights, bias, (2, 2), True)
+        torch.testing.assert_close(got, _direct(None, maps, weights, bias, True))
+    finally:
+        pointwise.kernel.cache_clear()

@@ -13,8 +13,14 @@
 
 namespace {
 
-// 16 floats; unaligned loads allowed, and it may alias the float arrays it is loaded from
-typedef float v16 __attribute__((vector_size(64), aligned(4), __may_alias__));
+// 16 floats in registers, and the same in memory: unaligned, and allowed to alias the float arrays it
+// is loaded from and stored to (as GCC's own __m512_u). Registers keep the plain type, which lets the
+// compiler hold the accumulators there (the may-alias type on them cost 4-13 % per node).
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v16_mem __attribute__((vector_size(64), aligned(4), __may_alias__));
+
+inline v16 load(const float* p) { return *reinterpret_cast<const v16_mem*>(p); }
+inline void store(float* p, v16 x) { *reinterpret_cast<v16_mem*>(p) = x; }
 
 struct Plan {
   std::vector<const float*> rows;  // per source: its first row
@@ -34,7 +40,7 @@ void rows_block(const Plan& plan, int64_t begin, int64_t end) {
   constexpr int CO = 16 * V;
   const v16 zero = {};
   v16 bias[V];
-  for (int v = 0; v < V; ++v) bias[v] = *reinterpret_cast<const v16*>(plan.bias + 16 * v);
+  for (int v = 0; v < V; ++v) bias[v] = load(plan.bias + 16 * v);
   const size_t sources = plan.rows.size();
   int64_t p = begin;
   for (; p < end; p += PB) {
@@ -43,7 +49,7 @@ void rows_block(const Plan& plan, int64_t begin, int64_t end) {
     for (int i = 0; i < PB; ++i)
       for (int v = 0; v < V; ++v) {
         acc[i][v] = bias[v];
-        if (plan.init != nullptr && i < n) acc[i][v] += *reinterpret_cast<const v16*>(plan.init + (p + i) * plan.init_ld + 16 * v);
+        if (plan.init != nullptr && i < n) acc[i][v] += load(plan.init + (p + i) * plan.init_ld + 16 * v);
       }
     for (size_t s = 0; s < sources; ++s) {
       const int64_t L = plan.ld[s], K = plan.cin[s];
@@ -52,7 +58,7 @@ void rows_block(const Plan& plan, int64_t begin, int64_t end) {
       if (n == PB) {  // a constant trip count, which the compiler unrolls into registers; the tail below
         for (int64_t k = 0; k < K; ++k) {
           v16 wk[V];
-          for (int v = 0; v < V; ++v) wk[v] = *reinterpret_cast<const v16*>(w + k * CO + 16 * v);
+          for (int v = 0; v < V; ++v) wk[v] = load(w + k * CO + 16 * v);
           for (int i = 0; i < PB; ++i) {
             const float xv = x[i * L + k];
             for (int v = 0; v < V; ++v) acc[i][v] += xv * wk[v];
@@ -61,7 +67,7 @@ void rows_block(const Plan& plan, int64_t begin, int64_t end) {
       } else {
         for (int64_t k = 0; k < K; ++k) {
           v16 wk[V];
-          for (int v = 0; v < V; ++v) wk[v] = *reinterpret_cast<const v16*>(w + k * CO + 16 * v);
+          for (int v = 0; v < V; ++v) wk[v] = load(w + k * CO + 16 * v);
           for (int i = 0; i < n; ++i) {
             const float xv = x[i * L + k];
             for (int v = 0; v < V; ++v) acc[i][v] += xv * wk[v];
@@ -70,8 +76,8 @@ void rows_block(const Plan& plan, int64_t begin, int64_t end) {
       }
     }
     for (int i = 0; i < n; ++i) {
-      v16* o = reinterpret_cast<v16*>(plan.out + (p + i) * CO);
-      for (int v = 0; v < V; ++v) o[v] = plan.relu ? (acc[i][v] < zero ? zero : acc[i][v]) : acc[i][v];  // NaN stays
+      float* o = plan.out + (p + i) * CO;
+      for (int v = 0; v < V; ++v) store(o + 16 * v, plan.relu ? (zero > acc[i][v] ? zero : acc[i][v]) : acc[i][v]);  // NaN stays
     }
   }
 }

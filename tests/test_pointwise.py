@@ -32,6 +32,16 @@ def kernel_calls(monkeypatch) -> list:
     return calls
 
 
+def _torch_form(*args):
+    """pointwise_sum(*args) with the kernel turned off, as where nothing could be built."""
+    original = pointwise.kernel
+    try:
+        pointwise.kernel = lambda: None
+        return pointwise_sum(*args)
+    finally:
+        pointwise.kernel = original
+
+
 def _direct(start, maps, weights, bias, relu):
     """act(bias + start + sum_s W_s x_s), written out with einsum over NCHW maps."""
     out = bias[None, :, None, None] + sum(torch.einsum("nchw,cd->ndhw", m, w) for m, w in zip(maps, weights))
@@ -75,12 +85,7 @@ def test_both_forms_equal_the_direct_sum(case):
     expected = _direct(start, maps, weights, bias, relu)
     with torch.no_grad():
         fused = pointwise_sum(start, rows, weights, bias, hw, relu)
-        original = pointwise.kernel
-        try:
-            pointwise.kernel = lambda: None  # the torch form, as where nothing could be built
-            plain = pointwise_sum(start, rows, weights, bias, hw, relu)
-        finally:
-            pointwise.kernel = original
+        plain = _torch_form(start, rows, weights, bias, hw, relu)
     for got in (fused, plain):
         assert got.shape == expected.shape and got.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
@@ -172,12 +177,7 @@ def test_a_nan_stays_nan_through_the_relu_in_both_forms():
     rows, weights, bias = [pointwise._rows(m) for m in maps], [torch.randn(16, 16) for _ in maps], torch.randn(16)
     with torch.no_grad():
         fused = pointwise_sum(None, rows, weights, bias, (2, 2), True)
-        original = pointwise.kernel
-        try:
-            pointwise.kernel = lambda: None
-            plain = pointwise_sum(None, rows, weights, bias, (2, 2), True)
-        finally:
-            pointwise.kernel = original
+        plain = _torch_form(None, rows, weights, bias, (2, 2), True)
     assert torch.isnan(plain[0, :, 1, 1]).all() and torch.equal(torch.isnan(fused), torch.isnan(plain))
 
 

@@ -10,7 +10,7 @@ about 60–70 % of the rate the original network's convolutions reach (docs/resu
 once, and writes the sum once, rectified.
 
 It is C++, compiled on first use with ``torch.utils.cpp_extension`` (gcc, about 30 s, once per
-machine: cached under torch's extension folder, named for the source, the CPU and torch). Where it
+machine: cached under torch's extension folder, named for the source, its flags, the CPU and torch). Where it
 cannot be built or does not apply (another device or dtype, autocast, a gradient wanted, output
 channels that are not a multiple of 16 up to 128), the sum runs as torch operations, the products
 accumulated in place into the sum. ``ARCHSEARCH_KERNELS=0`` turns the kernel off.
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 KERNELS_ENV = "ARCHSEARCH_KERNELS"  # "0": never build or use the compiled kernel
 _SOURCE = Path(__file__).with_name("pointwise_sum.cpp")
+_FLAGS = "-O3 -march=native -fopenmp"  # OpenMP: at::parallel_for is inline, serial without it
 _STALE_LOCK_SECONDS = 600  # a build takes about 30 s
 
 
@@ -46,9 +47,6 @@ def _cpu_signature() -> str:
         lines = []
     keys = ("model name", "flags", "Features", "CPU part")
     return platform.machine() + "|" + "|".join(sorted({ln for ln in lines if ln.split(":")[0].strip() in keys}))
-
-
-_FLAGS = "-O3 -march=native -fopenmp"  # OpenMP: at::parallel_for is inline, serial without it
 
 
 def kernel_name() -> str:
@@ -137,11 +135,12 @@ def pointwise_sum(start: torch.Tensor | None, rows: list[torch.Tensor], weights:
     (pixels x channels) rows, ``weights``: per source its ``(channels in, C)`` matrix; ``bias``:
     ``(C,)``; ``out_hw``: the output's (H, W); ``relu``: rectify the sum. The result is a new tensor.
     """
-    proxy = next((t for t in (bias, start, *rows, *weights) if isinstance(t, fx.Proxy)), None)
+    tensors = [t for t in (bias, start, *rows, *weights) if t is not None]
+    proxy = next((t for t in tensors if isinstance(t, fx.Proxy)), None)
     if proxy is not None:  # fx tracing code that calls it (torch.load of a GraphModule retraces): a leaf
         return proxy.tracer.create_proxy("call_function", pointwise_sum, (start, rows, weights, bias, out_hw, relu), {})
     ext = kernel() if bias.device.type == "cpu" and bias.dtype == torch.float32 else None  # never built for a GPU
-    if ext is not None and not _cpu_autocast() and not _gradient_wanted([*rows, *weights, bias, *([start] if start is not None else [])]):
+    if ext is not None and not _cpu_autocast() and not _gradient_wanted(tensors):
         out = ext.pointwise_sum(start, rows, weights, bias, out_hw, relu)  # None: the kernel does not apply
         if out is not None:
             return out

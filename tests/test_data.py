@@ -78,12 +78,14 @@ def test_image_folder_mixed_sizes_and_modes(tmp_path):
     root = write_image_folder(tmp_path / "pets")
     td = load_task_data(str(root), **RGB, test_fraction=1 / 3)
     assert td.classes == ["cat", "dog", "eel"] and td.num_classes == 3
-    assert (len(td.train), len(td.test)) == (12, 6)
+    # 12 training images: validation takes at least 2 from each class of 3 or more
+    assert (len(td.train), len(td.val), len(td.test)) == (6, 6, 6)
     assert td.name == "pets" and td.source == str(root.resolve())
     x, y = td.train[0]
     assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and isinstance(y, int)
-    # stratified: every class gives 2 of its 6 images to the test set
+    # stratified: every class gives 2 of its 6 images to the test set, 2 to validation
     assert np.bincount(td.test.labels.numpy()).tolist() == [2, 2, 2]
+    assert np.bincount(td.val.labels.numpy()).tolist() == [2, 2, 2]
 
 
 def test_image_folder_to_grey(tmp_path):
@@ -97,7 +99,7 @@ def test_image_folder_own_split(tmp_path):
     write_image_folder(tmp_path / "ds" / "test", classes=("cat", "eel"), per_class=2)
     td = load_task_data(str(tmp_path / "ds"), **RGB)
     assert td.classes == ["cat", "dog", "eel"]
-    assert (len(td.train), len(td.test)) == (12, 4)
+    assert (len(td.train), len(td.val), len(td.test)) == (6, 6, 4)
     assert sorted(set(td.test.labels.tolist())) == [0, 2]
 
 
@@ -126,7 +128,7 @@ def test_image_folder_hidden_files_ignored(tmp_path):
     (root / "cat" / ".DS_Store").write_bytes(b"\0\1junk")
     (root / "README.md").write_text("loose files beside the class folders are not images")
     td = load_task_data(str(root), **GREY)
-    assert len(td.train) + len(td.test) == 18
+    assert len(td.train) + len(td.val) + len(td.test) == 18
 
 
 def test_empty_folder(tmp_path):
@@ -157,7 +159,7 @@ def test_one_class_folder(tmp_path):
 def test_idx_single_pair_is_split_by_seed(tmp_path):
     write_idx_pair(tmp_path / "idx", "t10k", 40)
     td = load_task_data(str(tmp_path / "idx"), **GREY, test_fraction=0.25)
-    assert (len(td.train), len(td.test)) == (30, 10)
+    assert (len(td.train), len(td.val), len(td.test)) == (22, 8, 10)
     assert td.classes == ["0", "1", "2", "3"]
     # values survive: a 12x12 image resized to 8x8 from uint8, then normalised
     x, _ = load_task_data(str(tmp_path / "idx"), input_size=(1, 12, 12), mean=0.0,
@@ -169,7 +171,7 @@ def test_idx_train_and_test_pairs(tmp_path):
     write_idx_pair(tmp_path / "idx", "train", 24, gz=False)
     write_idx_pair(tmp_path / "idx", "t10k", 8, seed=1)
     td = load_task_data(str(tmp_path / "idx"), **GREY)
-    assert (len(td.train), len(td.test)) == (24, 8)
+    assert (len(td.train), len(td.val), len(td.test)) == (16, 8, 8)
     raw = idx_arrays(8, seed=1)[0]
     direct = load_task_data(str(tmp_path / "idx"), input_size=(1, 12, 12), mean=0, std=1)
     assert torch.equal(direct.test.images[:, 0], torch.from_numpy(raw))
@@ -224,7 +226,7 @@ def test_npz_grey_nhw_and_own_test(tmp_path):
     p = write_npz(tmp_path / "g.npz", x=x, y=np.arange(10) % 2, x_test=x[:4], y_test=[0, 1, 1, 0],
                   classes=np.array(["no", "yes"]))
     td = load_task_data(str(p), input_size=(3, 5, 5), mean=0.5, std=0.25)
-    assert (len(td.train), len(td.test)) == (10, 4) and td.classes == ["no", "yes"]
+    assert (len(td.train), len(td.val), len(td.test)) == (6, 4, 4) and td.classes == ["no", "yes"]
     x0, _ = td.test[0]
     assert x0.shape == (3, 5, 5) and torch.allclose(x0, torch.full((3, 5, 5), 2.0))
 
@@ -234,7 +236,8 @@ def test_npz_rgb_to_grey_and_resize(tmp_path):
     x[..., 0] = 255  # pure red
     p = write_npz(tmp_path / "red.npz", x=x, y=[0, 1, 0, 1])
     td = load_task_data(str(p), input_size=(1, 9, 7), mean=0, std=1, test_fraction=0.5)
-    assert td.train.images.shape == (2, 1, 9, 7)
+    # one training image per class: none can be spared for validation
+    assert td.train.images.shape == (2, 1, 9, 7) and len(td.val) == 0
     assert torch.all(td.train.images == 76)  # 0.299 * 255, as PIL's "L"
 
 
@@ -287,7 +290,7 @@ def test_digits_split_and_determinism():
     a = load_task_data("digits", **GREY, seed=3)
     b = load_task_data("digits", **GREY, seed=3)
     c = load_task_data("digits", **GREY, seed=4)
-    assert (len(a.train), len(a.test)) == (1438, 359)
+    assert (len(a.train), len(a.val), len(a.test)) == (1294, 144, 359)
     assert a.classes == [str(d) for d in range(10)]
     assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.labels, b.test.labels)
     assert not torch.equal(a.train.images, c.train.images)
@@ -296,28 +299,31 @@ def test_digits_split_and_determinism():
 
 def test_mnist_5k_and_train_limit():
     td = load_task_data("mnist-5k", **RGB, train_limit=100, seed=1)
-    assert (len(td.train), len(td.test)) == (100, 1000)
-    assert np.bincount(td.train.labels.numpy()).tolist() == [10] * 10
-    x, y = next(iter(DataLoader(td.train, batch_size=8, shuffle=False)))
-    bx, by = td.train.batch(range(8))
+    # the cap comes first, then validation takes 10 % (at least 2 per class) of those 100
+    assert (len(td.train), len(td.val), len(td.test)) == (80, 20, 1000)
+    assert np.bincount(td.train.labels.numpy()).tolist() == [8] * 10
+    assert np.bincount(td.val.labels.numpy()).tolist() == [2] * 10
+    plain = td.train.with_augment("none")
+    x, y = next(iter(DataLoader(plain, batch_size=8, shuffle=False)))
+    bx, by = plain.batch(range(8))
     assert x.shape == (8, 3, 16, 16) and torch.equal(x, bx) and torch.equal(y, by)
     line = describe(td)
-    assert "MNIST-5k" in line and "100 train / 1000 test" in line and "10 classes" in line
-    assert "\n" not in line
+    assert "MNIST-5k" in line and "80 train / 20 validation / 1,000 test" in line
+    assert "10 classes" in line and "light augmentation" in line and "\n" not in line
 
 
 @pytest.mark.skipif(not (sources.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
                     reason="Debian's dataset-fashion-mnist is not installed")
 def test_fashion_mnist():
     td = load_task_data("fashion-mnist", input_size=(3, 32, 32), mean=0.5, std=0.5)
-    assert (len(td.train), len(td.test)) == (60000, 10000)
+    assert (len(td.train), len(td.val), len(td.test)) == (54000, 6000, 10000)
     assert td.classes == FASHION_MNIST_CLASSES and td.num_classes == 10
-    assert td.train.images.shape == (60000, 1, 32, 32) and td.train.images.dtype == torch.uint8
+    assert td.train.images.shape == (54000, 1, 32, 32) and td.train.images.dtype == torch.uint8
     assert td.train[0][0].shape == (3, 32, 32)
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "mnist-test").is_dir(), reason="shared/data absent")
 def test_shared_mnist_test_idx():
     td = load_task_data(str(SHARED_DATA / "mnist-test"), **GREY, test_fraction=0.2)
-    assert (len(td.train), len(td.test)) == (8000, 2000)
+    assert (len(td.train), len(td.val), len(td.test)) == (7200, 800, 2000)
     assert td.classes == [str(d) for d in range(10)]

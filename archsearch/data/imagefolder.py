@@ -3,7 +3,8 @@
 Classes are the sorted folder names (as torchvision's ImageFolder numbers them); images may sit in
 sub-folders of a class folder. Every non-hidden file in a class folder must be an image PIL can
 read: a stray file is reported by name rather than skipped, so a class never silently shrinks.
-Files are decoded only when their indices are asked for, on a few threads (PIL releases the GIL).
+Files are decoded only when their indices are asked for, on a few threads (PIL releases the GIL;
+one thread inside a DataLoader worker, where the workers are the parallelism).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Iterator
 
 import numpy as np
 from PIL import Image
+from torch.utils.data import get_worker_info
 
 from archsearch.data.raw import CHUNK, Chunk, ImageSet, RawData
 from archsearch.errors import UserError
@@ -68,6 +70,11 @@ class FileImages(ImageSet):
         return arr[..., None] if arr.ndim == 2 else arr
 
     def chunks(self, idx: np.ndarray, grey: bool) -> Iterator[Chunk]:
+        if get_worker_info() is not None or len(idx) <= 1:
+            # in a DataLoader worker the workers are the parallelism: decode in this thread
+            for start in range(0, len(idx), CHUNK):
+                yield [self._decode(self.paths[i], grey) for i in idx[start:start + CHUNK]]
+            return
         workers = min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for start in range(0, len(idx), CHUNK):

@@ -158,6 +158,7 @@ def load_task_data(spec: str, *, input_size: tuple[int, int, int],
     if train_limit is not None:
         train_idx = limit_indices(train_idx, raw.train.labels, train_limit, seed)
     train_idx, val_idx = val_indices(train_idx, raw.train.labels, val_fraction, seed)
+    # uint8 bytes of the preprocessed images (an upper bound: all-grey data keeps one channel)
     preprocessed = (len(train_idx) + len(val_idx) + len(test_idx)) * size[0] * size[1] * size[2]
     streaming = (isinstance(raw.train, FileImages) and isinstance(test_set, FileImages)
                  and preprocessed > budget)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -142,3 +143,13 @@ def test_available_memory_and_peak_rss():
     x = torch.ones(40 << 20, dtype=torch.uint8)  # 40 MiB touched
     x.add_(1)
     assert peak_rss_bytes() > 40 << 20
+
+
+def test_streaming_names_a_stray_file_up_front(folder, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(folder, root)
+    (root / "bee" / "notes.txt").write_text("not a picture")
+    with pytest.raises(UserError) as info:
+        load_task_data(str(root), **RGB, max_memory=1000)
+    msg = str(info.value)
+    assert f"{root.resolve() / 'bee' / 'notes.txt'} is not an image" in msg and "\n" not in msg

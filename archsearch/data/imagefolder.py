@@ -20,6 +20,7 @@ from torch.utils.data import get_worker_info
 from archsearch.data.raw import CHUNK, Chunk, ImageSet, RawData
 from archsearch.errors import UserError
 
+_UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "P;grey"}
 
 
@@ -63,11 +64,28 @@ class FileImages(ImageSet):
                 if self.draft_size is not None:
                     im.draft(mode, self.draft_size)  # JPEG only: decode at >= the needed size
                 arr = np.asarray(im.convert(mode))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            reason = str(exc).split(" '")[0] or type(exc).__name__
-            raise UserError(f"{path} is not an image ({reason}); remove it or move it out of "
-                            f"{self.root}") from exc
+        except _UNREADABLE as exc:
+            raise self._not_an_image(path, exc) from exc
         return arr[..., None] if arr.ndim == 2 else arr
+
+    def _not_an_image(self, path: Path, exc: BaseException) -> UserError:
+        reason = str(exc).split(" '")[0] or type(exc).__name__
+        return UserError(f"{path} is not an image ({reason}); remove it or move it out of "
+                         f"{self.root}")
+
+    def _check_header(self, path: Path) -> None:
+        try:
+            with Image.open(path):
+                pass
+        except _UNREADABLE as exc:
+            raise self._not_an_image(path, exc) from exc
+
+    def check_headers(self, idx: np.ndarray) -> None:
+        """Open (not decode) the files at ``idx``, so that a stray non-image file is reported by
+        name up front also when the images are streamed; a file whose header is fine but whose
+        pixels are damaged is reported when it is decoded."""
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            list(pool.map(lambda i: self._check_header(self.paths[i]), idx))
 
     def chunks(self, idx: np.ndarray, grey: bool) -> Iterator[Chunk]:
         if get_worker_info() is not None or len(idx) <= 1:

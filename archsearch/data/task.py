@@ -106,6 +106,7 @@ def _build(images: ImageSet, idx: np.ndarray, size: tuple[int, int, int], mean: 
         images.draft_size = (size[2], size[1])  # JPEG: decode at the smallest DCT scale >= needed
     if streaming:
         assert isinstance(images, FileImages)
+        images.check_headers(idx)
         return StreamingImageDataset(images, idx, size[0], size[1:], mean, std, augment)
     x = to_uint8(images.chunks(idx, grey=size[0] == 1), images.value_max, size[0], size[1:])
     y = torch.from_numpy(images.labels[idx])

@@ -237,11 +237,85 @@ def _edge_cost(gm: fx.GraphModule, nodes: list[fx.Node]) -> tuple[int, list[torc
     return sum(node_macs(n) for n in nodes), nodes_parameters(gm, nodes)
 
 
+CLASSIFIER_TYPES = (nn.Linear, nn.Conv2d)
+_HEAD_FORMS = ("archsearch replaces the head's last layer with parameters, which must be an nn.Linear "
+               "(pool, flatten, Linear) or an nn.Conv2d whose map is globally pooled or 1x1 and flattened, "
+               "followed only by parameter-free operations (pooling, mean, flatten, activation, dropout)")
+
+
+def _state_of(gm: fx.GraphModule, n: fx.Node) -> list[tuple[str, torch.Tensor]]:
+    """The (path, tensor) pairs of weights a head node reads: its module's parameters and buffers, and
+    the non-scalar tensor attributes it takes as inputs (a scalar, such as a logit temperature, does
+    not depend on the number of classes)."""
+    found: list[tuple[str, torch.Tensor]] = []
+    if n.op == "call_module":
+        module = gm.get_submodule(n.target)
+        found += [(f"{n.target}.{k}", t) for k, t in (*module.named_parameters(), *module.named_buffers())]
+    for a in n.all_input_nodes:
+        if a.op == "get_attr":
+            obj: Any = gm
+            for part in str(a.target).split("."):
+                obj = getattr(obj, part)
+            if isinstance(obj, torch.Tensor) and obj.numel() > 1:
+                found.append((str(a.target), obj))
+    return found
+
+
+def _what(gm: fx.GraphModule, n: fx.Node) -> str:
+    """A head node as a user reads it: ``'fc' (Linear)`` or ``operation 'linear' (linear)``."""
+    if n.op == "call_module":
+        return f"'{n.target}' ({type(gm.get_submodule(n.target)).__name__})"
+    tensors = [str(a.target) for a in n.all_input_nodes if a.op == "get_attr"]
+    on = f" on tensor '{tensors[0]}', not a module" if tensors else ""
+    return f"operation '{n.name}' ({getattr(n.target, '__name__', n.target)}){on}"
+
+
+def _outputs(module: nn.Module) -> int:
+    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
+
+
+def find_classifier(gm: fx.GraphModule, head: Sequence[fx.Node]) -> tuple[str | None, str | None]:
+    """The head's classifier: ``(module path, None)``, or ``(None, one line saying why archsearch
+    cannot replace it)``.
+
+    The classifier is the head's last layer with parameters. It must be an ``nn.Linear`` or
+    ``nn.Conv2d`` module, and what follows it must turn its output into the model's output of shape
+    (N, K), K its number of outputs: a flatten of a 1x1 map, global pooling or a mean over the map,
+    activations, dropout. That covers ``pool → flatten → Linear`` (torchvision ResNet, with dropout as
+    MobileNet), ``pool → 1x1 conv → flatten`` and ``conv → ReLU → pool → flatten`` (SqueezeNet), and
+    ``conv → global pooling``; a layer before the classifier (``Linear → ReLU → Linear``) stays.
+    """
+    head = list(head)
+    if not head:
+        return None, ("the model ends at its last residual block, with no classifier after it; "
+                      "end it with global pooling, flatten and an nn.Linear")
+    stateful = [n for n in head if _state_of(gm, n)]
+    if not stateful:
+        return None, ("the model's head (after its last residual block) has no layer with parameters, so no "
+                      "classifier to replace; end the model with global pooling, flatten and an nn.Linear")
+    last = stateful[-1]
+    module = gm.get_submodule(last.target) if last.op == "call_module" else None
+    if not isinstance(module, CLASSIFIER_TYPES):
+        earlier = [n for n in stateful[:-1] if n.op == "call_module"
+                   and isinstance(gm.get_submodule(n.target), CLASSIFIER_TYPES)]
+        after = f" after {_what(gm, earlier[-1])}" if earlier else ""
+        return None, f"the model's head ends in {_what(gm, last)}{after}; {_HEAD_FORMS}"
+    result, k = head[-1], _outputs(module)
+    out = _shape(result)
+    if out is None or len(out) != 1:
+        shape = "(N, " + ", ".join(map(str, out)) + ")" if out is not None else "no single tensor"
+        return None, (f"the model returns {shape} per batch after its classifier {_what(gm, last)}; archsearch "
+                      "needs logits of shape (N, classes): pool and flatten the classifier's output")
+    if out[0] != k:
+        return None, (f"the model returns {out[0]} values per sample but its classifier {_what(gm, last)} has "
+                      f"{k} outputs; {_HEAD_FORMS}")
+    return str(last.target), None
+
+
 def _classifier(gm: fx.GraphModule, head: list[fx.Node]) -> str | None:
-    for n in reversed(head):
-        if n.op == "call_module" and isinstance(gm.get_submodule(n.target), (nn.Linear, nn.Conv2d)):
-            return str(n.target)
-    return None
+    """Module path of the head's classifier, or None where archsearch cannot replace it (see
+    :func:`find_classifier`, which also says why)."""
+    return find_classifier(gm, head)[0]
 
 
 def build_block_graph(gm: fx.GraphModule, input_shape: Sequence[int]) -> BlockGraph:

@@ -8,7 +8,7 @@ from typing import Callable
 import click
 
 from archsearch.allocator import keep_freed_memory
-from archsearch.errors import UserError
+from archsearch.errors import RunFailed, UserError
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -18,11 +18,11 @@ def user_errors(fn: Callable) -> Callable:
         ctx = click.get_current_context()
         try:
             return fn(*args, **kwargs)
-        except UserError as exc:
+        except (UserError, RunFailed) as exc:
             if ctx.find_root().params.get("debug"):
                 raise
-            click.echo(f"archsearch: error: {exc}", err=True)
-            ctx.exit(UserError.exit_code)
+            click.echo(f"archsearch: {'failed' if isinstance(exc, RunFailed) else 'error'}: {exc}", err=True)
+            ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             hint = "; run the same command with --resume to continue" if "resume" in ctx.params else ""
             click.echo(f"archsearch: interrupted{hint}", err=True)
@@ -119,16 +119,40 @@ def main(debug: bool) -> None:
               help="k, the number of lowest-gated blocks to remove: 'auto' (bisection) or a list like 0,2,4. "
                    "A block that only proxies under --theta read goes too (output exclusion).")
 @click.option("--max-retrains", default=5, show_default=True, help="Most retrainings the auto sweep may run.")
-@click.option("--teacher-epochs", type=int, help="Epochs of teacher fine-tuning  [default: 3]")
-@click.option("--student-epochs", type=int, help="Epochs of student training  [default: 10; built-in run 6]")
-@click.option("--retrain-epochs", type=int, help="Epochs of each retraining after pruning  [default: 12; built-in run 2]")
+@click.option("--teacher-epochs", type=int,
+              help="Fixed epochs of teacher fine-tuning  [default: until validation accuracy stops improving: "
+                   "at least 500 steps, at most 40 epochs]")
+@click.option("--student-epochs", type=int,
+              help="Fixed epochs of student training  [default: until its validation objective stops improving: "
+                   "at least 500 steps, at most 40 epochs]")
+@click.option("--retrain-epochs", type=int,
+              help="Fixed epochs of each retraining after pruning  [default: until validation accuracy stops "
+                   "improving: at least 250 steps, at most 30 epochs]")
 @click.option("--batch-size", default=64, show_default=True,
               help="Images per training step (the total, under torchrun).")
-@click.option("--lr", default=0.01, show_default=True, help="Learning rate of the teacher's fine-tuning.")
+@click.option("--lr", default=0.01, show_default=True,
+              help="Learning rate of the teacher's pre-trained weights (its new classifier, which starts from "
+                   "feature extraction's, learns 10x faster, scaled down where the features are large).")
 @click.option("--student-lr", default=0.05, show_default=True, help="Learning rate of proxies and classifier (student and retraining).")
 @click.option("--gate-lr", default=0.05, show_default=True,
               help="Learning rate of the gate logits (larger values saturate the softmax before proxies learn).")
 @click.option("--test-fraction", default=0.2, show_default=True, help="Test share for data without a test split.")
+@click.option("--val-fraction", default=0.1, show_default=True,
+              help="Validation share carved from the training images (stratified, at least 2 per class): every "
+                   "choice (stopping, k, theta, the pick, the tolerance) reads it; the test split only reports.")
+@click.option("--augment", type=click.Choice(["auto", "none", "light", "standard"]), default="auto", show_default=True,
+              help="Training augmentation: light = padded random crop; standard = random-resized crop and "
+                   "horizontal flip (natural images). auto = light, for the built-in data and for your folders "
+                   "and files alike (no flips: safe for digits and text); ask for standard for photos.")
+@click.option("--mean", metavar="M[,M,M]",
+              help="Per-channel mean of the input normalisation (pixels in 0..1)  [default: the backbone's own; "
+                   "ImageNet's 0.485,0.456,0.406 for --model]")
+@click.option("--std", metavar="S[,S,S]",
+              help="Per-channel std of the input normalisation  [default: the backbone's own; ImageNet's "
+                   "0.229,0.224,0.225 for --model]")
+@click.option("--max-memory", metavar="SIZE",
+              help="Memory for preprocessed images, like 2G: an image folder larger than this streams from disk "
+                   "with worker processes  [default: $ARCHSEARCH_MAX_MEMORY, else half the available memory]")
 @click.option("--train-limit", type=int, help="Use at most this many training images (quick runs).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the data split, subsets, shuffling and new layers.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
@@ -143,8 +167,9 @@ def tailor(model_spec, quiet, **opts) -> None:
     """Run the whole method: teacher, student with proxies and gates, pruning sweep, retraining.
 
     With no options it tailors the built-in ResNet-20 (pre-trained by archsearch on Fashion-MNIST)
-    to the 5,000-image MNIST subset, with short training (3/6/2 epochs) so that it ends in under
-    10 minutes on 2 CPU cores. Writes report.json, tailored.pt, task.pack, universal.pt and
+    to the 5,000-image MNIST subset (minutes on 2 CPU cores). Each stage trains until its
+    validation score stops improving; a teacher no better than feature extraction fails the run
+    (exit status 3, report.json written). Writes report.json, tailored.pt, task.pack, universal.pt and
     architecture.svg to the run directory (architecture.dot, with a note, where Graphviz cannot draw).
 
     \b

@@ -10,15 +10,20 @@ from archsearch.device import check_device
 from archsearch.errors import UserError
 from archsearch.models import absolute_model_spec
 from archsearch.passes.insert_proxies import parse_skips
+from archsearch.train.loop import Length
 
 # Options that may differ between a run and its --resume; every other option must match.
 RESUMABLE_FIELDS = ("out", "resume", "progress", "device", "num_workers", "amp")
 
-# Stage lengths. The full defaults reached the paper's regime on ResNet-20 -> MNIST (8,000 images):
-# half the MACs within 0.5 points needed ~10 student and ~12 retraining epochs (docs/results.md).
-# The built-in default run keeps to a short budget so that it ends in under 10 minutes on 2 cores.
-FULL_EPOCHS = {"teacher_epochs": 3, "student_epochs": 10, "retrain_epochs": 12}
-DEMO_EPOCHS = {"teacher_epochs": 3, "student_epochs": 6, "retrain_epochs": 2}
+# How long each stage trains when no epoch count is given: until the validation score stops
+# improving (docs/design-choices.md, *Stage lengths*). The floors of optimiser steps give a small data
+# set enough of them; the caps bound a run whose score keeps creeping up.
+ADAPTIVE = {
+    "teacher": Length(min_steps=500, max_epochs=40, patience=2, decays=1),
+    "student": Length(min_steps=500, max_epochs=40, patience=2, decays=1),
+    "retrain": Length(min_steps=250, max_epochs=30, patience=2, decays=1),
+}
+AUGMENTS = ("auto", "none", "light", "standard")
 
 
 def default_gamma1(num_blocks: int) -> float:
@@ -55,7 +60,7 @@ class TailorConfig:
     tolerance: float = 0.5
     sweep: str = "auto"
     max_retrains: int = 5
-    teacher_epochs: int | None = None  # None: FULL_EPOCHS, or DEMO_EPOCHS for the built-in default run
+    teacher_epochs: int | None = None  # None: until validation stops improving (ADAPTIVE)
     student_epochs: int | None = None
     retrain_epochs: int | None = None
     batch_size: int = 64
@@ -63,6 +68,11 @@ class TailorConfig:
     student_lr: float = 0.05
     gate_lr: float = 0.05
     test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    augment: str = "auto"
+    mean: str | None = None  # "0.485,0.456,0.406"; None: the backbone's own, ImageNet's for --model
+    std: str | None = None
+    max_memory: str | None = None  # "2G"; None: ARCHSEARCH_MAX_MEMORY, else half the available memory
     train_limit: int | None = None
     seed: int = 0
     device: str = "cpu"
@@ -72,23 +82,17 @@ class TailorConfig:
     resume: bool = False
     progress: bool = True
 
-    @property
-    def is_demo(self) -> bool:
-        """The built-in default run: built-in backbone and weights on the built-in data."""
-        return self.backbone is None and self.model is None and self.weights is None and self.data == "mnist-5k"
+    def length(self, stage: str) -> Length:
+        """How long ``stage`` ("teacher", "student" or "retrain") trains: the epochs given, else adaptive."""
+        epochs = getattr(self, f"{stage}_epochs")
+        return ADAPTIVE[stage] if epochs is None else Length(epochs=epochs)
 
-    def fill_epochs(self) -> None:
-        """Epoch counts not given take the full defaults, or the short demo budget for the built-in run."""
-        budget = DEMO_EPOCHS if self.is_demo else FULL_EPOCHS
-        for name, value in budget.items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
+    def normalized(self) -> "TailorConfig":
+        """The same options with the model file named absolutely (a resumed run may start elsewhere)."""
+        return dataclasses.replace(self, model=absolute_model_spec(self.model)) if self.model else self
 
     def check(self) -> None:
         """Reject impossible options early, each with one clear line."""
-        self.fill_epochs()
-        if self.model:
-            self.model = absolute_model_spec(self.model)
         parse_skips(self.skips)
         for option, value in (("--gamma1", self.gamma1), ("--gamma2", self.gamma2), ("--tolerance", self.tolerance),
                               ("--theta", self.theta), ("--lr", self.lr), ("--student-lr", self.student_lr),
@@ -107,7 +111,7 @@ class TailorConfig:
             raise UserError(f"--train-limit must be at least 1, not {self.train_limit}")
         for option, value in (("--teacher-epochs", self.teacher_epochs), ("--student-epochs", self.student_epochs),
                               ("--retrain-epochs", self.retrain_epochs)):
-            if value < 0:
+            if value is not None and value < 0:
                 raise UserError(f"{option} must be 0 or more, not {value}")
         check_batch_size(self.batch_size)
         for option, value in (("--lr", self.lr), ("--student-lr", self.student_lr), ("--gate-lr", self.gate_lr)):
@@ -121,6 +125,13 @@ class TailorConfig:
             raise UserError(f"--max-retrains must be at least 1, not {self.max_retrains}")
         if not 0 < self.test_fraction < 1:
             raise UserError(f"--test-fraction must be between 0 and 1, not {self.test_fraction}")
+        if not 0 < self.val_fraction <= 0.5:
+            raise UserError(f"--val-fraction must be more than 0 and at most 0.5, not {self.val_fraction}")
+        if self.augment not in AUGMENTS:
+            raise UserError(f"--augment must be one of {', '.join(AUGMENTS)}, not {self.augment!r}")
+        for option, value in (("--mean", self.mean), ("--std", self.std)):
+            if value is not None:
+                parse_floats(value, option)
         check_device(self.device)
         if self.sweep != "auto":
             parse_sweep(self.sweep)
@@ -175,3 +186,14 @@ def parse_sweep(text: str) -> list[int]:
     if not ks or ks[0] < 0:
         raise UserError(f"--sweep values must be 0 or more, not '{text}'")
     return ks
+
+
+def parse_floats(text: str, option: str) -> list[float]:
+    """``"0.485,0.456,0.406"`` → [0.485, 0.456, 0.406]; one clear line for anything else."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise UserError(f"{option} must be one number or one per input channel, like 0.485,0.456,0.406; not '{text}'")
+    return values

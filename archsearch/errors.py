@@ -9,3 +9,10 @@ class UserError(Exception):
     """A problem with the user's input (file, model, data, options); the message says what to do."""
 
     exit_code = 2
+
+
+class RunFailed(Exception):
+    """A run that finished but whose result cannot be trusted (its teacher is no better than
+    feature extraction): the report is written, the CLI prints the message and exits with status 3."""
+
+    exit_code = 3

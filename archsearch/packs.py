@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from archsearch.data.transform import resize_centre_crop
 from archsearch.errors import UserError
 from archsearch.runtime import Task
 
@@ -60,7 +60,7 @@ def preprocess(path: Path, task: Task) -> torch.Tensor:
         raise UserError(f"'{path}' is not a readable image") from exc
     x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
     x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
-    x = F.interpolate(x[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+    x = resize_centre_crop(x[None], (h, w))[0]  # as the training images were prepared
     mean = torch.tensor(task.mean[:c]).view(-1, 1, 1)
     std = torch.tensor(task.std[:c]).view(-1, 1, 1)
     return (x - mean) / std

@@ -15,7 +15,7 @@ from archsearch.data import load_task_data
 from archsearch.device import check_device
 from archsearch.errors import UserError
 from archsearch.io.atomic import atomic_torch_save, check_writable
-from archsearch.train.loop import Stage, evaluate, run_stage
+from archsearch.train.loop import Length, Stage, evaluate, run_stage
 
 
 def pretrain(backbone: str, data: str, *, epochs: int, batch_size: int, lr: float, seed: int,
@@ -36,7 +36,8 @@ def pretrain(backbone: str, data: str, *, epochs: int, batch_size: int, lr: floa
     out = check_writable(output if output else f"{backbone}-{Path(data).stem or 'data'}.pt")
     torch.manual_seed(seed)
     mean, std = backbones.default_normalization(backbone)
-    task = load_task_data(data, input_size=shape, mean=mean, std=std, seed=seed, train_limit=train_limit)
+    task = load_task_data(data, input_size=shape, mean=mean, std=std, seed=seed, train_limit=train_limit,
+                          augment="none")
     model = backbones.get_backbone(backbone, num_classes=task.num_classes, in_channels=shape[0]).to(device)
     train = DataLoader(task.train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     test = DataLoader(task.test, batch_size=512)
@@ -48,7 +49,7 @@ def pretrain(backbone: str, data: str, *, epochs: int, batch_size: int, lr: floa
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         stage = Stage("pretrain", model, [{"params": list(model.parameters()), "lr": lr, "weight_decay": 5e-4}],
-                      step, epochs, Path(tmp) / "pretrain.pt")
+                      step, Length(epochs=epochs), Path(tmp) / "pretrain.pt")
         run_stage(stage, train, device, resume=False, progress=progress, seed=seed)
     model.eval()
     accuracy = evaluate(model, test, device)

@@ -13,7 +13,9 @@ from typing import Callable
 
 @dataclass
 class Trial:
-    """One pruned-and-retrained network of the sweep (k = -1 stands for the unpruned student)."""
+    """One pruned-and-retrained network of the sweep (k = -1 stands for the unpruned student).
+
+    ``accuracy`` is on the validation split: every choice reads it. ``test_accuracy`` only reports."""
 
     k: int
     accuracy: float
@@ -22,6 +24,7 @@ class Trial:
     blocks_kept: int
     theta: float | None = None  # the proxy threshold it was pruned with (None: the unpruned student)
     cost: float | None = None  # measured cost share (``--cost latency``); None: the choice counts MACs
+    test_accuracy: float | None = None
 
     @property
     def size(self) -> float:
@@ -35,8 +38,8 @@ class Trial:
 
     def as_dict(self) -> dict:
         """This trial as the report's ``trials`` list holds it (JSON-ready)."""
-        out = dict(k=self.k, theta=self.theta, accuracy=self.accuracy, macs=self.macs, params=self.params,
-                   blocks_kept=self.blocks_kept)
+        out = dict(k=self.k, theta=self.theta, val_accuracy=self.accuracy, test_accuracy=self.test_accuracy,
+                   macs=self.macs, params=self.params, blocks_kept=self.blocks_kept)
         if self.cost is not None:
             out["cost_share"] = self.cost
         return out

@@ -18,7 +18,7 @@ def _tailor(tmp: Path, out: Path, nproc: int | None) -> dict:
     args = ["-m", "archsearch", "tailor", "--model", f"{tmp / 'tiny.py'}:build", "--input-size", "3,12,12",
             "--data", str(tmp / "d.npz"), "--out", str(out), "--quiet", "--teacher-epochs", "2",
             "--student-epochs", "3", "--retrain-epochs", "1", "--sweep", "0,2", "--batch-size", "32", "--seed", "3",
-            "--lr", "0.1", "--student-lr", "0.3", "--gate-lr", "0.3"]
+            "--lr", "0.1", "--student-lr", "0.3", "--gate-lr", "0.3", "--theta", "0", "--theta-sweep", "none"]  # proxies kept: trained gates compared
     if nproc is None:
         cmd = [sys.executable, *args]
     else:
@@ -51,7 +51,7 @@ def test_two_processes_agree_and_match_one_process(task, single):
     double = _tailor(task, task / "double", 2)
     assert double["distributed"] == {"world_size": 2, "gates_identical_across_ranks": True}
     assert set(double) == set(single)
-    base = lambda r: [t["k"] for t in r["sweep"] if t["theta"] == 0.05]  # noqa: E731 (theta sweep: accuracy-led)
+    base = lambda r: [t["k"] for t in r["sweep"] if t["theta"] == 0.0]  # noqa: E731 (--theta 0)
     assert base(double) == base(single) == [0, 2]
     assert double["universal_blocks_total"] == single["universal_blocks_total"]
     # Same data, seed and total batch, but per-rank batch-norm statistics and the sharded order

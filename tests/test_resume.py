@@ -105,6 +105,7 @@ def test_a_run_names_its_model_file_absolutely_and_resumes_one_named_relatively(
     (tmp_path / "m.py").write_text("def build():\n    pass\n")
     cfg = TailorConfig(model="m.py:build", out=str(tmp_path / "run"), data="digits")
     cfg.check()
+    cfg = cfg.normalized()
     assert cfg.model == f"{tmp_path / 'm.py'}:build"
     RunDir(cfg)
     config = tmp_path / "run" / "config.json"

@@ -7,6 +7,7 @@ BlockGraphs that share ``gm`` and the modules, so the universal blocks are never
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -104,6 +105,20 @@ class BlockGraph:
     def copy(self) -> "BlockGraph":
         """A new BlockGraph with its own networkx graph; gm and modules are shared."""
         return BlockGraph(self.g.copy(), self.gm, dict(self.meta))
+
+    def with_own_task_modules(self) -> "BlockGraph":
+        """A copy whose task-specific modules (proxies, classifier) are its own copies, so training
+        it leaves every other graph as it was; the universal blocks stay the very same modules."""
+        out = self.copy()
+        for _, _, attrs in out.g.edges(data=True):
+            if attrs.get("module") is not None:
+                attrs["module"] = copy.deepcopy(attrs["module"])
+        gm = fx.GraphModule(self.gm, copy.deepcopy(self.gm.graph), self.gm.__class__.__name__)
+        classifier = self.g.graph.get("classifier")
+        if classifier:
+            gm.set_submodule(classifier, copy.deepcopy(self.gm.get_submodule(classifier)))
+        out.gm = gm
+        return out
 
     @property
     def total_macs(self) -> int:

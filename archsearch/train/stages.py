@@ -15,7 +15,8 @@ from archsearch.graph.blockgraph import BlockGraph
 from archsearch.passes.codegen import GATES, gate_tensors
 from archsearch.passes.fold_bn import fold_frozen_batchnorms
 from archsearch.train.losses import teacher_term
-from archsearch.train.loop import Stage
+from archsearch.train.distributed import SINGLE, Dist, all_reduce_sum
+from archsearch.train.loop import Length, Stage
 
 
 def task_prefixes(bg: BlockGraph) -> tuple[str, ...]:
@@ -47,14 +48,27 @@ def student_mode_setter(student: fx.GraphModule, bg: BlockGraph) -> Callable[[bo
     return set_mode
 
 
-def teacher_stage(teacher: fx.GraphModule, epochs: int, lr: float, checkpoint: Path) -> Stage:
-    """Fine-tune every weight of a copy of the pre-trained network with a new classifier."""
+def split_params(module: nn.Module, prefixes: tuple[str, ...]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Trainable parameters under ``prefixes`` and the others, each in a stable order."""
+    inside, outside = [], []
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            (inside if is_task_specific(name, prefixes) else outside).append(p)
+    return inside, outside
+
+
+def teacher_stage(teacher: fx.GraphModule, classifier: str, length: Length, lr: float, head_lr: float,
+                  checkpoint: Path, score: Callable[[], float] | None = None) -> Stage:
+    """Fine-tune every weight of a copy of the pre-trained network with a new classifier: the
+    pre-trained weights at ``lr``, the classifier (new for the task) at ``head_lr``."""
     def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         logits, _ = model(x)
         return F.cross_entropy(logits, y), logits, {}
 
-    params = [p for p in teacher.parameters() if p.requires_grad]
-    return Stage("teacher", teacher, [{"params": params, "lr": lr, "weight_decay": 1e-4}], step, epochs, checkpoint)
+    head, body = split_params(teacher, (classifier + ".",))
+    groups = [{"params": body, "lr": lr, "weight_decay": 1e-4}, {"params": head, "lr": head_lr, "weight_decay": 1e-4}]
+    return Stage("teacher", teacher, [g for g in groups if g["params"]], step, length, checkpoint, score=score,
+                 name="teacher")
 
 
 def low_precision_dtype(device: torch.device) -> torch.dtype | None:
@@ -87,15 +101,15 @@ class OmegaTeacher(nn.Module):
             return self.teacher(x)
 
 
-def student_stage(name: str, student: fx.GraphModule, bg: BlockGraph, teacher: fx.GraphModule, *,
-                  epochs: int, lr: float, gate_lr: float, gamma1: float, gamma2: float,
-                  checkpoint: Path, fp32_targets: bool = False) -> Stage:
-    """Train proxies, gates and classifier on CE + gamma1 * E[C] + gamma2 * Omega."""
+def student_stage(key: str, student: fx.GraphModule, bg: BlockGraph, teacher: OmegaTeacher, *,
+                  length: Length, lr: float, head_lr: float, gate_lr: float, gamma1: float, gamma2: float,
+                  checkpoint: Path, score: Callable[[], float] | None = None, name: str = "") -> Stage:
+    """Train proxies, gates and classifier on CE + gamma1 * E[C] + gamma2 * Omega (the classifier at
+    ``head_lr``, proxies at ``lr``)."""
     freeze_universal(student, bg)
     set_mode = student_mode_setter(student, bg)
     set_mode(False)
     fold_frozen_batchnorms(student)
-    teacher = OmegaTeacher(teacher, fp32=fp32_targets)
 
     def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         logits, feats = model(x)
@@ -111,9 +125,32 @@ def student_stage(name: str, student: fx.GraphModule, bg: BlockGraph, teacher: f
         return loss, logits, extra
 
     gates = [p for n, p in student.named_parameters() if n.startswith(GATES)]
-    others = [p for n, p in student.named_parameters() if p.requires_grad and not n.startswith(GATES)]
-    groups = [{"params": others, "lr": lr, "weight_decay": 1e-4}]
-    if gates:
-        groups.append({"params": gates, "lr": gate_lr, "weight_decay": 0.0})
-    return Stage(name, student, groups, step, epochs, checkpoint, state_prefixes=task_prefixes(bg),
-                 set_mode=set_mode)
+    head, _ = split_params(student, (bg.g.graph["classifier"] + ".",))
+    taken = {id(p) for p in [*gates, *head]}
+    others = [p for p in student.parameters() if p.requires_grad and id(p) not in taken]
+    groups = [{"params": others, "lr": lr, "weight_decay": 1e-4}, {"params": head, "lr": head_lr, "weight_decay": 1e-4},
+              {"params": gates, "lr": gate_lr, "weight_decay": 0.0}]
+    return Stage(key, student, [g for g in groups if g["params"]], step, length, checkpoint, score=score,
+                 state_prefixes=task_prefixes(bg), set_mode=set_mode, name=name or key,
+                 start_is_candidate=not gamma1)  # a student kept at its start would have learnt no gate
+
+
+@torch.no_grad()
+def validation_objective(student: fx.GraphModule, bg: BlockGraph, teacher: OmegaTeacher, loader, device: str, *,
+                         gamma1: float, gamma2: float, d: Dist = SINGLE) -> float:
+    """The student's objective, CE + gamma2 * Omega + gamma1 * E[C], on data it does not train on.
+
+    What the student stage keeps the best state of: its validation accuracy alone would prefer the
+    epochs before the gates moved."""
+    ce_sum = omega_sum = 0.0
+    count = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits, feats = student(x)
+        t_logits, t_feats = teacher(x)
+        ce_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        omega_sum += float(teacher_term(logits, feats, t_logits, t_feats)) * int(y.numel())
+        count += int(y.numel())
+    ce_sum, omega_sum, count = all_reduce_sum(d, [ce_sum, omega_sum, count], device)
+    ec = float(expected_complexity(bg, gate_tensors(bg, student))) if gamma1 else 0.0
+    return (ce_sum + gamma2 * omega_sum) / max(count, 1) + gamma1 * ec

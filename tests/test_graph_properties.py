@@ -248,3 +248,39 @@ def test_traced_and_slim_modules_survive_save_and_load(net, seed):
         loaded = torch.load(buf, weights_only=False).eval()
         with torch.no_grad():
             assert torch.equal(loaded(_x(seed)), module.eval()(_x(seed)))
+
+
+def _loop_expected_complexity(bg, alpha):
+    """The per-edge torch form E[C] had before it was compiled (kept to check the compiled one)."""
+    gated = bg.gated_edges()
+    r = {e: 1.0 - alpha[e] for e in gated}
+    zero = torch.zeros(())
+    first, last = bg.block_nodes()[0], bg.last
+
+    def product(edges, skip):
+        return zero if skip or not edges else torch.stack([r[e] for e in edges]).prod()
+
+    p_in = {n: product([e for e in gated if e[1] == n], n == first) for n in bg.block_nodes()}
+    p_out = {n: product([e for e in gated if e[0] == n], n == last) for n in bg.block_nodes()}
+    total = zero
+    for e in gated:
+        total = total + bg.cost_share(e) * (1.0 - r[e] - p_in[e[0]] - p_out[e[1]])
+    return total
+
+
+@SETTINGS
+@given(net=rand_nets(), skips=st.sampled_from([1, 2, "dense"]), seed=st.integers(0, 1000))
+def test_compiled_expected_complexity_equals_the_loop_form_in_value_and_gradient(net, skips, seed):
+    from archsearch.complexity import Complexity, gate_vector
+
+    bg = insert_proxies(trace(net, INPUT), skips)
+    student = build_module(bg, "student")
+    _randomize_gates(student, seed)
+    gates = [p for n, p in student.named_parameters() if n.startswith("gates.")]
+    loop = _loop_expected_complexity(bg, gate_tensors(bg, student))
+    loop_grads = torch.autograd.grad(loop, gates, allow_unused=True)
+    compiled = Complexity(bg)(gate_vector(bg, student))
+    grads = torch.autograd.grad(compiled, gates, allow_unused=True)
+    assert abs(float(compiled) - float(loop)) < 1e-6
+    for a, b in zip(loop_grads, grads):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-6)

@@ -10,9 +10,9 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from archsearch.complexity import expected_complexity
+from archsearch.complexity import Complexity, gate_vector
 from archsearch.graph.blockgraph import BlockGraph
-from archsearch.passes.codegen import GATES, gate_tensors
+from archsearch.passes.codegen import GATES
 from archsearch.passes.fold_bn import fold_frozen_batchnorms
 from archsearch.train.losses import teacher_term
 from archsearch.train.distributed import SINGLE, Dist, all_reduce_sum
@@ -110,6 +110,7 @@ def student_stage(key: str, student: fx.GraphModule, bg: BlockGraph, teacher: Om
     set_mode = student_mode_setter(student, bg)
     set_mode(False)
     fold_frozen_batchnorms(student)
+    complexity = Complexity(bg)
 
     def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         logits, feats = model(x)
@@ -119,7 +120,7 @@ def student_stage(key: str, student: fx.GraphModule, bg: BlockGraph, teacher: Om
         loss = ce + gamma2 * omega
         extra = {"omega": float(omega.detach())}
         if gamma1:
-            ec = expected_complexity(bg, gate_tensors(bg, student))
+            ec = complexity(complexity.alphas(student))
             loss = loss + gamma1 * ec
             extra["E[C]"] = float(ec.detach())
         return loss, logits, extra
@@ -152,5 +153,5 @@ def validation_objective(student: fx.GraphModule, bg: BlockGraph, teacher: Omega
         omega_sum += float(teacher_term(logits, feats, t_logits, t_feats)) * int(y.numel())
         count += int(y.numel())
     ce_sum, omega_sum, count = all_reduce_sum(d, [ce_sum, omega_sum, count], device)
-    ec = float(expected_complexity(bg, gate_tensors(bg, student))) if gamma1 else 0.0
+    ec = float(Complexity(bg)(gate_vector(bg, student))) if gamma1 else 0.0
     return (ce_sum + gamma2 * omega_sum) / max(count, 1) + gamma1 * ec

@@ -9,13 +9,14 @@ Two modes:
   ``alpha = softmax`` over live edges.
 - ``slim``: gates are constants; a node with one live input has no gate at all. Task-specific layers
   run in inference form: each proxy is pooling plus 1x1 convolutions with its batch-norms and its
-  alpha folded in, the last one a matrix product accumulated straight into the node's sum over
-  NCHW maps or, with ``memory_format=torch.channels_last`` (what a run emits), one
-  :func:`~archsearch.nn.pointwise.pointwise_sum` per node over the maps' (pixels x channels) rows
-  (the fused kernel, the node's ReLU included); the classifier is a functional call on its tensors.
-  Universal blocks stay the very same modules.
-  The result holds torch modules, tensors and calls of ``pointwise_sum``: ``torch.load`` imports
-  archsearch for it by itself, and a task pack can store a task as tensors plus code.
+  alpha folded in, the last one a matrix product accumulated straight into the node's sum, over
+  NCHW maps or, with ``memory_format=torch.channels_last`` (what a run emits), over the maps'
+  (pixels x channels) rows; the classifier is a functional call on its tensors. Universal blocks
+  stay the very same modules.
+  The result holds only torch modules, tensors and calls of torch operations (``torch.*``,
+  ``torch.nn.functional.*``, ``operator.*``, Tensor methods), never an archsearch function, so
+  ``torch.load`` of it needs nothing but torch, and a task pack can store it as tensors plus its
+  graph as data (:mod:`archsearch.io.pack`).
 """
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ import torch.nn.functional as F
 from archsearch.graph.blockgraph import INPUT, OUTPUT, BlockGraph, Edge
 from archsearch.graph.gates import alphas, gated_in_edges
 from archsearch.nn.fold import Step, fold_proxy
-from archsearch.nn.pointwise import pointwise_sum
 from archsearch.nn.proxy import HalvingMaxPool, Proxy, pool_key
 
 _ALL = slice(None)
@@ -58,7 +58,6 @@ class _Emitter:
         self.src = bg.gm
         self.pixels_major = pixels_major  # proxy products over (pixels x channels) rows: channels-last maps
         self.owned: set[fx.Node] = set()  # sums this module made itself, which a ReLU may overwrite
-        self.rectified: set[fx.Node] = set()  # sums whose node's ReLU was applied as they were made
         self.by_name = {n.name: n for n in bg.gm.graph.nodes}
         self.graph = fx.Graph()
         self.root: dict[str, object] = {}
@@ -171,7 +170,7 @@ class _Emitter:
         return arg
 
     def gated_sum(self, bg: BlockGraph, node: str, values: dict[str, fx.Node],
-                  gate_values: dict[Edge, float], relu: bool = False) -> fx.Node:
+                  gate_values: dict[Edge, float]) -> fx.Node:
         """A slim node's input: sum of its live edges, each times its constant gate, in few memory passes.
 
         Proxies whose last layer is a 1x1 convolution become matrix products accumulated straight
@@ -216,7 +215,7 @@ class _Emitter:
         for t in terms[1:]:
             total = self.call(operator.add, total, t)
         if pixel_products:
-            return self.pixel_products(node, bias, pixel_products, total, scaled, out_hw, relu)
+            return self.pixel_products(node, bias, pixel_products, total, scaled, out_hw)
         if not products:
             if scaled is None:
                 return total
@@ -250,28 +249,44 @@ class _Emitter:
 
     def pixel_products(self, node: str, bias: torch.Tensor, products: list[tuple[str, torch.Tensor, fx.Node]],
                        total: fx.Node | None, scaled: tuple[fx.Node, float] | None,
-                       out_hw: tuple[int, ...], relu: bool) -> fx.Node:
-        """The products of a slim node's sum for channels-last maps, as one call of
-        :func:`archsearch.nn.pointwise.pointwise_sum`: the fused kernel where it applies, each
-        proxy's 1x1 convolution a matrix product over the map's (pixels x channels) rows where not.
-        ``relu``: the node's ReLU is applied in the same pass. The result is a new channels-last map.
+                       out_hw: tuple[int, ...]) -> fx.Node:
+        """The products of a slim node's sum for channels-last maps: each proxy's 1x1 convolution as one
+        matrix product over the map's (pixels x channels) rows, accumulated in place into a sum this
+        node owns. A sum that starts with a product starts as oneDNN's 1x1 convolution with the bias
+        (a fifth faster than a matrix product from the bias, which copies it out first).
+
+        The sum is made contiguous channels-last before it is viewed as rows, so an in-place product
+        always lands in it, whatever layout the maps arrive in; a source in another layout is copied,
+        never written. The result is the sum, channels-last.
         """
+        def rows(x: fx.Node) -> fx.Node:
+            return self.call(torch.flatten, self.call(torch.permute, x, (0, 2, 3, 1)), 0, 2)
+
         def source_rows(x: fx.Node) -> fx.Node:  # a source feeds up to one product per later node
             if x.name not in self.pixel_rows:
-                self.pixel_rows[x.name] = self.call(torch.flatten, self.call(torch.permute, x, (0, 2, 3, 1)), 0, 2)
+                self.pixel_rows[x.name] = rows(x)
             return self.pixel_rows[x.name]
 
-        start = total
-        if scaled is not None:
-            start = (self.call(torch.mul, scaled[0], scaled[1]) if start is None
-                     else self.call(torch.add, start, scaled[0], alpha=scaled[1]))
-        rows = [source_rows(source) for _, _, source in products]
-        weights = [self.tensor(name, weight.flatten(1).t().contiguous()) for name, weight, _ in products]
-        acc = self.call(pointwise_sum, start, rows, weights, self.tensor(f"proxies.bias_{node}", bias),
-                        tuple(out_hw), relu)
+        if total is None and scaled is None:
+            name, weight, source = products[0]
+            products = products[1:]
+            start = self.call(F.conv2d, source, self.tensor(name, weight), self.tensor(f"proxies.bias_{node}", bias))
+        else:
+            start = self.tensor(f"proxies.bias_{node}", bias[:, None, None])
+            start = self.cast(start, total if total is not None else scaled[0])
+            if total is not None:
+                start = self.call(torch.add, total, start)
+            if scaled is not None:
+                start = self.call(torch.add, start, scaled[0], alpha=scaled[1])
+        acc = self.graph.call_method("contiguous", (start,), {"memory_format": torch.channels_last})
+        if products:
+            sums = rows(acc)
+            for name, weight, source in products:
+                matrix = self.tensor(name, weight.flatten(1).t().contiguous())
+                sums = self.graph.call_method("addmm_", (sums, self.cast(source_rows(source), acc), self.cast(matrix, acc)))
+            grid = self.graph.call_method("view", (sums, -1, *out_hw, bias.numel()))
+            acc = self.call(torch.permute, grid, (0, 3, 1, 2))
         self.owned.add(acc)
-        if relu:
-            self.rectified.add(acc)
         return acc
 
     def student_sum(self, bg: BlockGraph, node: str, values: dict[str, fx.Node]) -> fx.Node:
@@ -327,14 +342,11 @@ def build_module(bg: BlockGraph, mode: str = "student", returns: str = "all",
     gate_values = alphas(bg) if slim else {}
     values: dict[str, fx.Node] = {INPUT: em.graph.placeholder("x")}
     for node in bg.block_nodes() + [OUTPUT]:
-        post = list(bg.node(node)["post"])
-        relu = slim and bool(post) and em.is_relu(post[0], bg.node(node)["pre"])
-        total = em.gated_sum(bg, node, values, gate_values, relu) if slim else em.student_sum(bg, node, values)
+        total = em.gated_sum(bg, node, values, gate_values) if slim else em.student_sum(bg, node, values)
         env = {bg.node(node)["pre"]: total}
+        post = list(bg.node(node)["post"])
         owned = total in em.owned or (total.op == "call_function" and total.target in _OWN_TEMPORARIES)
-        if total in em.rectified:
-            env[post.pop(0)] = total
-        elif relu and owned:
+        if slim and post and owned and em.is_relu(post[0], bg.node(node)["pre"]):
             env[post.pop(0)] = em.call(torch.relu_, total)  # the sum is this node's own temporary
         em.run(post, env)
         values[node] = env[bg.node(node)["post"][-1]] if bg.node(node)["post"] else total

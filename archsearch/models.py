@@ -92,15 +92,18 @@ def load_factory(spec: str) -> nn.Module:
 
 
 def resolve_model(backbone: str | None, model_spec: str | None, weights: str | None,
-                  input_size: str | None = None, require_weights: bool = True) -> SourceModel:
+                  input_size: str | None = None, require_weights: bool = True, *,
+                  trust_pickle: bool = False) -> SourceModel:
     """The source network: ``--model`` wins over ``--backbone``; with neither, the built-in default.
 
-    ``require_weights=False`` allows an untrained backbone (for looking at structure only)."""
+    ``require_weights=False`` allows an untrained backbone (for looking at structure only).
+    ``trust_pickle=True`` (``--trust-pickle``) reads a weights file that holds Python objects other
+    than tensors, which is refused otherwise (:func:`backbones.load_weights`)."""
     size = parse_input_size(input_size)
     if model_spec:
         model = load_factory(model_spec)
         if weights:
-            backbones.load_weights(model, weights, ignore_classifier=True)
+            backbones.load_weights(model, weights, ignore_classifier=True, trust_pickle=trust_pickle)
         return SourceModel(model, Path(model_spec.split(":")[0]).stem, size or (3, 224, 224),
                            IMAGENET_MEAN, IMAGENET_STD, weights)
     name = backbone or DEFAULT_BACKBONE
@@ -117,6 +120,6 @@ def resolve_model(backbone: str | None, model_spec: str | None, weights: str | N
     shape = size or default
     model = backbones.get_backbone(name, in_channels=shape[0])
     if weights is not None:
-        backbones.load_weights(model, weights, ignore_classifier=True)
+        backbones.load_weights(model, weights, ignore_classifier=True, trust_pickle=trust_pickle)
     mean, std = backbones.default_normalization(name)
     return SourceModel(model, name, shape, mean, std, weights)

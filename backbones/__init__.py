@@ -2,11 +2,19 @@
 
 ``get_backbone("resnet20", num_classes=5)`` builds a model; ``load_weights(model, path)`` fills it from
 a checkpoint file and turns every way that can fail into one clear :class:`UserError` line.
+
+Files are read safely: ``torch.load(..., weights_only=True)``, which unpickles tensors, numbers,
+strings and containers and nothing else. A file that holds other Python objects (an old
+checkpoint with an ``argparse.Namespace``, or a crafted one whose unpickling would run a command)
+is refused with one line naming what it holds and ``--trust-pickle`` (``trust_pickle=True``), which
+reads it with full unpickling: only for files whose source you trust.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
 
@@ -27,6 +35,8 @@ __all__ = [
     "default_input_size",
     "default_normalization",
     "load_weights",
+    "torch_load",
+    "TRUST_FLAG",
 ]
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
@@ -98,14 +108,46 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _read_checkpoint(path: str) -> Any:
-    """``torch.load`` safely first; fall back to full unpickling (older checkpoints hold other objects)."""
+TRUST_FLAG = "--trust-pickle"  # the command-line flag that accepts a file needing full unpickling
+
+
+def pickle_reason(exc: BaseException) -> Optional[str]:
+    """Why torch's weights-only loader refused a file that full unpickling could read (what it names),
+    or None where the failure is another one (truncated, not a torch file)."""
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" not in text:
+        return None
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it names the Python object {found.group(1)}"
+    found = re.search(r"Unsupported operand \d+", text)
+    return f"{found.group(0).lower()} of pickle" if found else "it holds Python objects other than tensors"
+
+
+def torch_load(path: Union[str, "os.PathLike[str]"], what: str, trust_pickle: bool = False) -> Any:
+    """``torch.load`` of a user's file onto the CPU, weights-only unless ``trust_pickle``.
+
+    A file that needs full unpickling is refused with one :class:`UserError` line naming what it
+    holds and the flag; any other failure propagates as torch raised it."""
+    if trust_pickle:
+        return torch.load(path, map_location="cpu", weights_only=False)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - any failure: retry without the weights-only restriction
-        pass
+    except pickle.UnpicklingError as exc:
+        reason = pickle_reason(exc)
+        if reason is None:
+            raise
+        raise UserError(f"{what} {os.fspath(path)} holds pickled Python objects, not only tensors ({reason}); "
+                        f"reading it could run code, so it is refused: pass {TRUST_FLAG} (trust_pickle=True) "
+                        "to read it anyway, only if you trust where it came from") from None
+
+
+def _read_checkpoint(path: str, trust_pickle: bool = False) -> Any:
+    """The file's object, read weights-only unless ``trust_pickle`` (see :func:`torch_load`)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch_load(path, "weights file", trust_pickle)
+    except UserError:
+        raise
     except Exception as exc:  # noqa: BLE001 - truncated, not a checkpoint, foreign pickle ...
         raise UserError(f"{path} is not a readable PyTorch checkpoint ({_one_line(exc)})") from None
 
@@ -146,7 +188,8 @@ def _listed(keys: list[str]) -> str:
 
 
 def load_weights(
-    model: nn.Module, path: Union[str, "os.PathLike[str]"], ignore_classifier: bool = False
+    model: nn.Module, path: Union[str, "os.PathLike[str]"], ignore_classifier: bool = False,
+    *, trust_pickle: bool = False,
 ) -> None:
     """Copy a checkpoint's weights into ``model``; every key and shape must fit.
 
@@ -154,14 +197,16 @@ def load_weights(
     prefix (DataParallel) is stripped and missing ``num_batches_tracked`` buffers are tolerated.
     ``ignore_classifier=True`` skips the final Linear's keys (file and model alike), leaving that
     layer as initialised: use it when the new task has another number of classes.
-    Raises :class:`UserError` (one line) when the file is missing, unreadable or does not fit.
+    The file is read weights-only; one that holds other Python objects is refused unless
+    ``trust_pickle=True`` (:func:`torch_load`).
+    Raises :class:`UserError` (one line) when the file is missing, unreadable, refused or does not fit.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise UserError(f"weights file {path} does not exist")
     if os.path.isdir(path):
         raise UserError(f"weights file {path} is a directory, not a PyTorch checkpoint")
-    state = _state_dict_of(_read_checkpoint(path), path)
+    state = _state_dict_of(_read_checkpoint(path, trust_pickle), path)
     target = model.state_dict()
     name = getattr(model, "backbone_name", type(model).__name__)
     head = _classifier_prefix(model)

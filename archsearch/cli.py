@@ -65,6 +65,15 @@ class _Group(click.Group):
         return _one_line(super().resolve_command, ctx, args)
 
 
+TRUST_HELP = ("Read files that need full unpickling, which can run code: a --weights file holding Python objects "
+              "other than tensors, a universal.pt or task pack in a pickled format. Only for files you trust.")
+
+
+def trust_option(fn: Callable) -> Callable:
+    """--trust-pickle: accept a file that only full unpickling reads (refused by default)."""
+    return click.option("--trust-pickle", is_flag=True, help=TRUST_HELP)(fn)
+
+
 def model_options(fn: Callable) -> Callable:
     """--backbone / --model / --weights / --input-size / --leaf, shared by every command."""
     fn = click.option("--leaf", "leaf_modules", multiple=True, metavar="NAME",
@@ -191,13 +200,15 @@ def tailor(model_spec, quiet, **opts) -> None:
 @model_options
 @click.option("--skips", help="Also show the candidate proxies for this many skips ('dense' for all).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@trust_option
 @user_errors
-def inspect(backbone, model_spec, weights, input_size, leaf_modules, skips, as_json) -> None:
+def inspect(backbone, model_spec, weights, input_size, leaf_modules, skips, as_json, trust_pickle) -> None:
     """Print the block graph of a network: blocks, shapes, MACs and parameters."""
     from archsearch.inspect import inspect_model, table
     from archsearch.models import resolve_model
 
-    source = resolve_model(backbone, model_spec, weights, input_size, require_weights=False)
+    source = resolve_model(backbone, model_spec, weights, input_size, require_weights=False,
+                           trust_pickle=trust_pickle)
     desc = inspect_model(source.model, source.input_shape, leaf_modules, skips)
     click.echo(json.dumps(desc, indent=2) if as_json else table(desc))
 
@@ -235,8 +246,9 @@ def pretrain(backbone, data, epochs, batch_size, lr, seed, train_limit, output, 
 @click.option("--task", "packs", multiple=True, required=True, metavar="PACK", help="A task.pack (repeatable).")
 @click.option("--top", default=3, show_default=True, type=click.IntRange(min=1), help="How many classes to print.")
 @click.argument("images", nargs=-1, required=True)
+@trust_option
 @user_errors
-def predict(universal, packs, top, images) -> None:
+def predict(universal, packs, top, images, trust_pickle) -> None:
     """Classify images with several tailored tasks that share one set of universal blocks.
 
     IMAGES are image files or folders of them (searched recursively).
@@ -244,7 +256,7 @@ def predict(universal, packs, top, images) -> None:
     from archsearch.packs import image_files, predict as run_predict
     from archsearch.runtime import load_tasks
 
-    tasks = load_tasks(universal, list(packs))
+    tasks = load_tasks(universal, list(packs), trust_pickle=trust_pickle)
     for line in run_predict(tasks, image_files(list(images)), top):
         click.echo(line)
 
@@ -252,8 +264,9 @@ def predict(universal, packs, top, images) -> None:
 @main.command()
 @click.argument("universal", type=click.Path())
 @click.argument("packs", nargs=-1, required=True, type=click.Path())
+@trust_option
 @user_errors
-def packs(universal, packs) -> None:
+def packs(universal, packs, trust_pickle) -> None:
     """Table of task packs: new parameters, bytes, MACs, accuracy, and memory against fine-tuned copies.
 
     UNIVERSAL is the universal.pt the tasks share; PACKS are their task.pack files (from run directories).
@@ -263,7 +276,7 @@ def packs(universal, packs) -> None:
     from archsearch.packs import pack_table
     from archsearch.runtime import load_tasks
 
-    tasks = load_tasks(universal, list(packs))
+    tasks = load_tasks(universal, list(packs), trust_pickle=trust_pickle)
     click.echo(pack_table(Path(universal), tasks, [Path(p) for p in packs]))
 
 
@@ -280,8 +293,9 @@ def packs(universal, packs) -> None:
               help="cuda times both networks on the GPU (cuDNN autotuning), as a GPU run does. Both are timed in "
                    "the layout the run emitted its network for (channels-last; NCHW for runs before that).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@trust_option
 @user_errors
-def latency(run_dir, batches, threads, rounds, repeats, device, as_json) -> None:
+def latency(run_dir, batches, threads, rounds, repeats, device, as_json, trust_pickle) -> None:
     """Time a finished run's original and tailored networks side by side on this machine."""
     from pathlib import Path
 
@@ -289,8 +303,29 @@ def latency(run_dir, batches, threads, rounds, repeats, device, as_json) -> None
 
     result = compare(Path(run_dir), parse_counts(batches, "--batches"),
                      parse_counts(threads, "--threads", allow_zero=True), rounds, repeats, device,
-                     log=lambda m: click.echo(m, err=True))
+                     log=lambda m: click.echo(m, err=True), trust_pickle=trust_pickle)
     click.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "pt2"]),
+              help="onnx: standard ONNX operators (opset 18; needs pip install archsearch[export]); pt2: a "
+                   "torch.export program (torch.export.load(FILE).module()).")
+@click.option("-o", "--output", metavar="FILE", type=click.Path(), help="Where to write  [default: RUN/tailored.onnx or RUN/tailored.pt2]")
+@trust_option
+@user_errors
+def export(run_dir, fmt, output, trust_pickle) -> None:
+    """Export a finished run's tailored network as ONNX or as a torch.export program (.pt2).
+
+    The batch dimension is dynamic; the image shape is the run's (report.json's input_shape).
+    Prints the path written.
+    """
+    from pathlib import Path
+
+    from archsearch.export import export as run_export
+
+    click.echo(str(run_export(Path(run_dir), fmt, Path(output) if output else None, trust_pickle=trust_pickle)))
 
 
 @main.command("render", short_help="Draw tailored architectures as in Fig. 4 of the paper.")
@@ -303,9 +338,10 @@ def latency(run_dir, batches, threads, rounds, repeats, device, as_json) -> None
 @click.option("--compact", is_flag=True, help="Leave tensor shapes out of block labels.")
 @model_options
 @click.option("--skips", default="3", show_default=True, help="With --backbone/--model: proxies per block.")
+@trust_option
 @user_errors
 def render_cmd(targets, out, show_removed, row_blocks, compact, backbone, model_spec, weights, input_size,
-               leaf_modules, skips) -> None:
+               leaf_modules, skips, trust_pickle) -> None:
     """Draw tailored architectures like Fig. 4 of the paper; several TARGETs are stacked block by block.
 
     TARGET is a run directory, an architecture.json or a tailored .pt. With --backbone/--model and no
@@ -317,7 +353,8 @@ def render_cmd(targets, out, show_removed, row_blocks, compact, backbone, model_
     if targets:
         archs = [load_architecture(t) for t in targets]
     elif backbone or model_spec:
-        source = resolve_model(backbone, model_spec, weights, input_size, require_weights=False)
+        source = resolve_model(backbone, model_spec, weights, input_size, require_weights=False,
+                               trust_pickle=trust_pickle)
         archs = [student_architecture(source.model, source.input_shape, leaf_modules, skips,
                                       f"{source.name} student (--skips {skips})")]
     else:

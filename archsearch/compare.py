@@ -1,6 +1,8 @@
 """A finished run's original and tailored networks, timed again side by side on this machine.
 
-The tailored network is the run's ``tailored.pt``; the original is rebuilt from the run's recorded
+The tailored network is read from the run's ``universal.pt`` and ``task.pack``, which are data
+(:mod:`archsearch.runtime`), and from its ``tailored.pt``, a pickled module, only where those are
+missing and ``trust_pickle`` (``--trust-pickle``) says so; the original is rebuilt from the run's recorded
 options (the source architecture with the task's classifier, generated as the run measured it).
 Latency does not depend on the weights' values, so the source weights are not read. On a GPU both
 networks run channels-last with cuDNN autotuning, as a GPU run places and times them; thread
@@ -24,16 +26,18 @@ from archsearch.latency import latency_rounds
 from archsearch.layout import layout_name, layout_named
 from archsearch.models import resolve_model
 from archsearch.passes.codegen import build_module
+from archsearch.runtime import load_tasks
+from backbones import torch_load
 
 
 # What the latency command reads of a report, checked before any timing.
 REPORT_KEYS = {"config", "input_shape", "num_classes", "backbone", "dataset", "original_macs", "tailored_macs"}
 
 
-def load_run(run: Path) -> tuple[dict, fx.GraphModule]:
-    """The report and tailored network of a finished run directory."""
+def load_run(run: Path, trust_pickle: bool = False) -> tuple[dict, torch.nn.Module]:
+    """The report and tailored network of a finished run directory (see the module's docstring)."""
     report_path, tailored_path = run / "report.json", run / "tailored.pt"
-    if not report_path.is_file() or not tailored_path.is_file():
+    if not report_path.is_file() or not (tailored_path.is_file() or (run / "task.pack").is_file()):
         raise UserError(f"'{run}' holds no finished run (report.json and tailored.pt); "
                         "give the --out directory of a finished 'archsearch tailor'")
     redo = "run 'archsearch tailor' again with --resume to rewrite it"
@@ -42,13 +46,25 @@ def load_run(run: Path) -> tuple[dict, fx.GraphModule]:
     if missing or not isinstance(report["config"], dict):
         raise UserError(f"'{report_path}' is not an archsearch report (no {', '.join(missing) or 'config'}); "
                         f"give the --out directory of a finished run, or {redo}")
+    return report, tailored_network(run, trust_pickle, redo).eval()
+
+
+def tailored_network(run: Path, trust_pickle: bool = False, redo: str = "re-run the tailoring") -> torch.nn.Module:
+    """A run's tailored network on the CPU: from its task pack where there is one (data, the very
+    computation of tailored.pt), else from tailored.pt, which needs ``trust_pickle``."""
+    pack, universal, tailored_path = run / "task.pack", run / "universal.pt", run / "tailored.pt"
+    if pack.is_file() and universal.is_file():
+        (task,) = load_tasks(universal, [pack], trust_pickle=trust_pickle)
+        return task.module
     try:
-        tailored = torch.load(tailored_path, weights_only=False, map_location="cpu")  # a GPU run's, on any machine
+        tailored = torch_load(tailored_path, "tailored network", trust_pickle)  # a GPU run's, on any machine
+    except UserError:
+        raise
     except Exception as exc:  # torch.load raises many kinds for a damaged or foreign file
         raise UserError(f"'{tailored_path}' cannot be loaded ({type(exc).__name__}); {redo}") from exc
     if not isinstance(tailored, torch.nn.Module):
         raise UserError(f"'{tailored_path}' holds a {type(tailored).__name__}, not a network; {redo}")
-    return report, tailored.eval()
+    return tailored
 
 
 def original_network(report: dict) -> fx.GraphModule:
@@ -80,13 +96,13 @@ def parse_counts(text: str, what: str, allow_zero: bool = False) -> list[int]:
 
 
 def compare(run: Path, batches: list[int], threads: list[int], rounds: int = 5, repeats: int = 10,
-            device: str = "cpu", log: Callable[[str], None] = lambda m: None) -> dict:
+            device: str = "cpu", log: Callable[[str], None] = lambda m: None, trust_pickle: bool = False) -> dict:
     """Median latency over ``rounds`` of the original and tailored networks for each thread count
     (0: torch's default; CPU only) and batch size, with the speed-up's range over the rounds.
     ``log`` hears of each measurement as it starts (a large network takes minutes)."""
     cuda = device == "cuda"
     check_device(device)
-    report, tailored = load_run(run)
+    report, tailored = load_run(run, trust_pickle)
     layout = layout_named(report.get("memory_format"), device)  # the one its network's code was emitted for
     models = {"original": original_network(report).to(device, memory_format=layout),
               "tailored": tailored.to(device, memory_format=layout)}

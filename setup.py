@@ -1,6 +1,8 @@
 """archsearch: tailor a pre-trained residual network to a new task (NetTailor on a torch.fx graph IR)."""
 from setuptools import find_packages, setup
 
+EXPORT = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]
+
 setup(
     name="archsearch",
     version="0.1.0",
@@ -9,7 +11,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["archsearch", "archsearch.*", "backbones", "backbones.*"]),
-    package_data={"archsearch": ["weights/*.pt", "nn/*.cpp"]},
+    package_data={"archsearch": ["weights/*.pt"]},
     install_requires=[
         "torch>=2.1",
         "networkx>=3.0",
@@ -20,8 +22,12 @@ setup(
         "pillow>=9.0",
         "mlxtend>=0.22",
         "scikit-learn>=1.2",
-        "ninja>=1.10",  # torch.utils.cpp_extension builds the fused proxy kernel with it (archsearch/nn/pointwise.py)
     ],
-    extras_require={"dev": ["pytest>=7", "hypothesis>=6"], "bench": ["matplotlib>=3.6"]},
+    extras_require={
+        # archsearch export --format onnx: torch's ONNX exporter needs onnx and onnxscript; onnxruntime runs the file
+        "export": EXPORT,
+        "dev": ["pytest>=7", "hypothesis>=6", *EXPORT],  # make install: the tests export too
+        "bench": ["matplotlib>=3.6"],
+    },
     entry_points={"console_scripts": ["archsearch = archsearch.cli:main"]},
 )

@@ -9,7 +9,8 @@ model's fx graph after the classifier (a flatten for ``pool → Linear`` and ``p
 flatten`` heads, the global pooling for ``conv → pool`` heads) and runs the trained copy through it.
 
 Training is scale-free: the classifier trains on standardised features (each input channel
-centred where the classifier's bias can take the mean back, and divided by its spread), so a network
+centred where the classifier's bias can take the mean back, and all divided by one spread, that of
+the features as a whole), so a network
 whose activations are 100 times larger than usual trains as well at the same learning rate. The
 standardisation is then folded into the returned head's weights and bias, exactly (per channel, for
 any padding, stride, dilation and groups), so the head works directly on the model's own features.
@@ -146,7 +147,7 @@ def logits_from_classifier(model: nn.Module, classifier: nn.Module,
 
 def _channel_stats(head: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per input channel of ``head``: the mean of the captured features ``x`` (zero where ``head``
-    has no bias to take it back into) and their spread about it, over every sample and position."""
+    has no bias to take it back into), and the spread of all channels about their means."""
     dim = x.dim() - 1 if isinstance(head, nn.Linear) else 1
     channels = x.shape[dim]
     total = torch.zeros(channels, dtype=torch.float64)
@@ -161,11 +162,10 @@ def _channel_stats(head: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torc
     mean = total / max(count, 1) if centered else torch.zeros(channels, dtype=torch.float64)
     spread = (squares / max(count, 1) - mean * mean).clamp_min(0).sqrt()
     overall = float(spread.pow(2).mean().sqrt())
-    if not math.isfinite(overall) or overall == 0.0:
-        spread = torch.ones(channels, dtype=torch.float64)
-    else:
-        spread = spread.clamp_min(1e-3 * overall)  # a dead channel is left as it is, not blown up
-    return mean.float(), spread.float()
+    # one spread for every channel: per-channel spreads made the folded classifier's weights huge on
+    # nearly constant channels, and a teacher that starts from it blew up once fine-tuning moved them
+    value = overall if math.isfinite(overall) and overall > 0.0 else 1.0
+    return mean.float(), torch.full((channels,), value, dtype=torch.float32)
 
 
 class _Standardised(nn.Module):

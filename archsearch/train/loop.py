@@ -5,7 +5,7 @@ data set: after a warm-up the rate is constant; when the score has not improved 
 epochs the rate drops (and training goes on from the best state); after the last drop the next
 plateau ends the stage, once it has taken its floor of optimiser steps (small data sets still get
 enough of them) and never past its cap. The best state (by validation score) is what the stage
-leaves in its module. A loss that turns non-finite, or a validation score that collapses, sends
+leaves in its module. A loss that turns non-finite, or a validation score that collapses (loses a quarter of the best), sends
 the stage back to its best state with a smaller rate instead of training on from a wrecked one.
 
 A fixed length (``Length(epochs=N)``, what ``--teacher-epochs`` and friends ask for) runs N epochs
@@ -145,9 +145,13 @@ def _learning_rate(length: Length, progress: _Progress, steps_per_epoch: int) ->
     return scale * progress.factor
 
 
+COLLAPSE = 0.75  # a validation accuracy under this share of the best one is a wreck, not noise
+
+
 def _collapsed(score: float, best: float) -> bool:
-    """A validation score that fell to under half of the best one (and that was worth something)."""
-    return not math.isfinite(score) or (best > 0 and score < 0.5 * best)
+    """A validation score that lost more than a quarter of the best one in an epoch (and that was
+    worth something): fine-tuning at too high a rate wrecking pre-trained features looks like this."""
+    return not math.isfinite(score) or (best > 0 and score < COLLAPSE * best)
 
 
 def run_stage(stage: Stage, train_loader: DataLoader, device: str, *, resume: bool = True,

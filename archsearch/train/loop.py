@@ -49,6 +49,7 @@ class Length:
     warmup_steps: int = 100  # linear warm-up (at most one epoch)
     max_restarts: int = 4  # returns to the best state after a divergence, each with a smaller rate
     restart_factor: float = 0.3
+    min_delta: float = 0.0  # a score must rise by more than this to count as an improvement for patience
 
     @property
     def fixed(self) -> bool:
@@ -75,6 +76,8 @@ class Stage:
     set_mode: Callable[[bool], None] | None = None
     name: str = ""
     start_is_candidate: bool = True  # whether the untrained starting point may be the state kept
+    calm_mode: Callable[[bool], None] | None = None  # the mode setter after a restart (e.g. batch norms frozen)
+    restarted: bool = False
     history: list[dict] = field(default_factory=list)
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -87,7 +90,9 @@ class Stage:
     def train_mode(self, on: bool) -> None:
         """Put the stage's module in training (``on``) or eval mode, through its own setter where it
         has one (a student keeps its shared blocks in eval mode)."""
-        if self.set_mode is not None:
+        if self.restarted and self.calm_mode is not None:
+            self.calm_mode(on)
+        elif self.set_mode is not None:
             self.set_mode(on)
         else:
             self.module.train(on)
@@ -175,6 +180,7 @@ def run_stage(stage: Stage, train_loader: DataLoader, device: str, *, resume: bo
         stage.module.load_state_dict(ckpt["state"], strict=False)
         optimizer.load_state_dict(ckpt["optimizer"])
         p = _Progress(**ckpt["progress"])
+        stage.restarted = p.restarts > 0
         stage.history = ckpt["history"]
         best = ckpt.get("best")
         if ckpt.get("done"):
@@ -245,13 +251,16 @@ def run_stage(stage: Stage, train_loader: DataLoader, device: str, *, resume: bo
         if diverged or (score is not None and best is not None and _collapsed(score, p.best_score)):
             entry["restart"] = "loss not finite" if diverged else "validation collapsed"
             p.restarts += 1
+            stage.restarted = True
             p.factor *= length.restart_factor
             p.bad = 0
             if best is not None:
                 stage.module.load_state_dict(best, strict=False)
             optimizer.state.clear()  # momentum from the wrecked steps would push the same way again
         elif score is not None and score > p.best_score:
-            p.best_score, p.best_epoch, p.bad = score, p.epoch, 0
+            # the best state is always kept; only a real gain gives the stage more patience
+            p.bad = 0 if score > p.best_score + length.min_delta else p.bad + 1
+            p.best_score, p.best_epoch = score, p.epoch
             best = _clone(stage.state())
         else:
             p.bad += 1

@@ -57,6 +57,18 @@ def split_params(module: nn.Module, prefixes: tuple[str, ...]) -> tuple[list[nn.
     return inside, outside
 
 
+def frozen_statistics_mode(module: nn.Module) -> Callable[[bool], None]:
+    """``set_mode(on)`` that trains every module but keeps batch norms in eval mode: their statistics
+    stay the pre-trained ones. What a teacher falls back to when fine-tuning wrecked it (moving
+    statistics on a very different domain make its starting classifier meaningless at once)."""
+    def set_mode(on: bool) -> None:
+        module.train(on)
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    return set_mode
+
+
 def teacher_stage(teacher: fx.GraphModule, classifier: str, length: Length, lr: float, head_lr: float,
                   checkpoint: Path, score: Callable[[], float] | None = None) -> Stage:
     """Fine-tune every weight of a copy of the pre-trained network with a new classifier: the
@@ -68,7 +80,7 @@ def teacher_stage(teacher: fx.GraphModule, classifier: str, length: Length, lr: 
     head, body = split_params(teacher, (classifier + ".",))
     groups = [{"params": body, "lr": lr, "weight_decay": 1e-4}, {"params": head, "lr": head_lr, "weight_decay": 1e-4}]
     return Stage("teacher", teacher, [g for g in groups if g["params"]], step, length, checkpoint, score=score,
-                 name="teacher")
+                 name="teacher", calm_mode=frozen_statistics_mode(teacher))
 
 
 def low_precision_dtype(device: torch.device) -> torch.dtype | None:

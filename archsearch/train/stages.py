@@ -78,7 +78,8 @@ def teacher_stage(teacher: fx.GraphModule, classifier: str, length: Length, lr: 
         return F.cross_entropy(logits, y), logits, {}
 
     head, body = split_params(teacher, (classifier + ".",))
-    groups = [{"params": body, "lr": lr, "weight_decay": 1e-4}, {"params": head, "lr": head_lr, "weight_decay": 1e-4}]
+    groups = [{"params": body, "lr": lr, "weight_decay": 1e-4, "clip": True},  # clipped after a restart
+              {"params": head, "lr": head_lr, "weight_decay": 1e-4}]
     return Stage("teacher", teacher, [g for g in groups if g["params"]], step, length, checkpoint, score=score,
                  name="teacher", calm_mode=frozen_statistics_mode(teacher))
 

@@ -133,7 +133,7 @@ def main(debug: bool) -> None:
                    "at least 500 steps, at most 40 epochs]")
 @click.option("--student-epochs", type=int,
               help="Fixed epochs of student training  [default: until its validation objective stops improving: "
-                   "at least 500 steps, at most 40 epochs]")
+                   "at least 500 steps, at most 20 epochs]")
 @click.option("--retrain-epochs", type=int,
               help="Fixed epochs of each retraining after pruning  [default: until validation accuracy stops "
                    "improving: at least 250 steps, at most 30 epochs]")

@@ -21,7 +21,7 @@ RESUMABLE_FIELDS = ("out", "resume", "progress", "device", "num_workers", "amp")
 ADAPTIVE = {
     "teacher": Length(min_steps=500, max_epochs=40, patience=2, decays=1),
     # the student's score is minus its objective (nats): gains under 0.01 do not keep it training
-    "student": Length(min_steps=500, max_epochs=40, patience=2, decays=1, min_delta=0.01),
+    "student": Length(min_steps=500, max_epochs=20, patience=2, decays=1, min_delta=0.01),
     "retrain": Length(min_steps=250, max_epochs=30, patience=2, decays=1),
 }
 AUGMENTS = ("auto", "none", "light", "standard")

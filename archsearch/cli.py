@@ -170,6 +170,7 @@ def main(debug: bool) -> None:
               help="Compute the frozen teacher's targets for Omega in float32 (default: bfloat16 where the "
                    "device has it natively, about 3x cheaper on such CPUs).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (same --out and options).")
+@trust_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def tailor(model_spec, quiet, **opts) -> None:

@@ -13,7 +13,7 @@ from archsearch.passes.insert_proxies import parse_skips
 from archsearch.train.loop import Length
 
 # Options that may differ between a run and its --resume; every other option must match.
-RESUMABLE_FIELDS = ("out", "resume", "progress", "device", "num_workers", "amp")
+RESUMABLE_FIELDS = ("out", "resume", "progress", "device", "num_workers", "amp", "trust_pickle")
 
 # How long each stage trains when no epoch count is given: until the validation score stops
 # improving (docs/design-choices.md, *Stage lengths*). The floors of optimiser steps give a small data
@@ -82,6 +82,7 @@ class TailorConfig:
     fp32_targets: bool = False
     resume: bool = False
     progress: bool = True
+    trust_pickle: bool = False  # read --weights files that need full unpickling (they can run code)
 
     def length(self, stage: str) -> Length:
         """How long ``stage`` ("teacher", "student" or "retrain") trains: the epochs given, else adaptive."""

@@ -38,7 +38,6 @@ from archsearch.io.pack import tensor_digest, write_pack, write_universal
 from archsearch.latency import latency_setting, median_latency
 from archsearch.layout import DEPLOYMENT_LAYOUT, deployable_layout, layout_name, training_layout
 from archsearch.models import SourceModel, resolve_model
-from archsearch.nn.pointwise import kernel
 from archsearch.passes.codegen import build_module, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.measure import apply_edge_seconds, measure_edge_seconds
@@ -348,7 +347,7 @@ def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
     cfg.check()
     cfg = cfg.normalized()
     torch.manual_seed(cfg.seed)
-    source = resolve_model(cfg.backbone, cfg.model, cfg.weights, cfg.input_size)
+    source = resolve_model(cfg.backbone, cfg.model, cfg.weights, cfg.input_size, trust_pickle=cfg.trust_pickle)
     mean, std = _mean_std(cfg, source)
     source = dataclasses.replace(source, mean=tuple(mean), std=tuple(std))
     data = load_task_data(cfg.data, input_size=source.input_shape, mean=mean, std=std, seed=cfg.seed,
@@ -486,8 +485,6 @@ def _export(cfg: TailorConfig, search: Search, source: SourceModel, teacher_bg: 
     pruned_student = build_module(final_bg, "student", "all").eval()
     probe = next(iter(search.loaders.test))[0][:PROBE_IMAGES].to(device)
     original_module = build_module(teacher_bg, "slim", "logits").eval()
-    if torch.device(device).type == "cpu":  # built here, where its one-time note shows (the layout probe is quiet)
-        kernel()
     slim = build_module(final_bg, "slim", "logits", memory_format=DEPLOYMENT_LAYOUT).eval()
     deployed, refused = deployable_layout([original_module, slim], probe, device)
     if refused:

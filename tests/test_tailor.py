@@ -46,7 +46,7 @@ def test_user_model_tailors_end_to_end(tiny_run):
     assert [t["k"] for t in report["sweep"] if t["theta"] == 0.05] == [0, 2]
     assert all(t["k"] == report["chosen_k"] for t in report["sweep"] if t["theta"] != 0.05)
     assert report["universal_unchanged"] is True
-    assert report["slim_vs_pruned_student_max_abs_diff"] <= 1e-5
+    assert report["slim_vs_pruned_student_max_abs_diff"] <= 1e-4  # float tolerance at logits of tens
     assert report["latency_on"] == f"cpu, {torch.get_num_threads()} threads"
     on_disk = json.loads((run / "report.json").read_text())
     assert on_disk["tailored_macs"] == report["tailored_macs"]
@@ -93,7 +93,7 @@ def test_a_model_that_refuses_channels_last_is_emitted_and_timed_nchw(tmp_path):
     report = tailor(cfg, log=said.append)
     assert report["memory_format"] == "nchw"
     assert any(m.startswith("note: this network does not run in channels_last (view size") for m in said)
-    assert report["slim_vs_pruned_student_max_abs_diff"] <= 1e-5
+    assert report["slim_vs_pruned_student_max_abs_diff"] <= 1e-4  # float tolerance at logits of tens
 
 
 def test_resume_finished_run_reuses_checkpoints(tiny_run, tmp_path):

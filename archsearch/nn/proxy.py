@@ -5,7 +5,7 @@ convolution and batch-norm. Where that projection alone would cost more than abo
 the block it stands in for (bottleneck blocks, wide outputs), it goes through a narrow bottleneck
 instead (1x1 down, BN, ReLU, 1x1 up, BN), as in the paper's ResNet-50 experiments. Proxies are
 built from plain ``torch.nn`` modules; a finished network runs them in inference form
-(:mod:`archsearch.nn.fold`, :mod:`archsearch.nn.pointwise`).
+(:mod:`archsearch.nn.fold`).
 """
 from __future__ import annotations
 

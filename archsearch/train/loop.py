@@ -77,6 +77,7 @@ class Stage:
     name: str = ""
     start_is_candidate: bool = True  # whether the untrained starting point may be the state kept
     calm_mode: Callable[[bool], None] | None = None  # the mode setter after a restart (e.g. batch norms frozen)
+    score_is_accuracy: bool = True  # an accuracy can collapse; an objective's fall is only a worse epoch
     restarted: bool = False
     history: list[dict] = field(default_factory=list)
 
@@ -270,7 +271,8 @@ def run_stage(stage: Stage, train_loader: DataLoader, device: str, *, resume: bo
         score = None if diverged or stage.score is None else stage.score()
         if score is not None:
             entry["val"] = score
-        if diverged or (score is not None and best is not None and _collapsed(score, p.best_score)):
+        collapsed = stage.score_is_accuracy and score is not None and best is not None and _collapsed(score, p.best_score)
+        if diverged or collapsed:
             entry["restart"] = "loss not finite" if diverged else "validation collapsed"
             p.restarts += 1
             stage.restarted = True

@@ -146,7 +146,8 @@ def student_stage(key: str, student: fx.GraphModule, bg: BlockGraph, teacher: Om
               {"params": gates, "lr": gate_lr, "weight_decay": 0.0}]
     return Stage(key, student, [g for g in groups if g["params"]], step, length, checkpoint, score=score,
                  state_prefixes=task_prefixes(bg), set_mode=set_mode, name=name or key,
-                 start_is_candidate=not gamma1)  # a student kept at its start would have learnt no gate
+                 start_is_candidate=not gamma1,  # a student kept at its start would have learnt no gate
+                 score_is_accuracy=not gamma1)  # the student's score is minus its objective
 
 
 @torch.no_grad()

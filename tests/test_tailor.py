@@ -209,6 +209,15 @@ def test_report_gives_validation_and_test_accuracy_of_every_network(tiny_run):
     assert report["val_images"] > 0 and report["peak_rss_bytes"] > 0
 
 
+def test_the_chosen_trial_is_exactly_the_network_that_was_measured(tiny_run):
+    """Trials own their proxies and classifier: retraining another k later cannot change the chosen one."""
+    report, _ = tiny_run
+    chosen = [t for t in report["sweep"] if (t["k"], t["theta"]) == (report["chosen_k"], report["chosen_theta"])]
+    assert len(chosen) == 1 and len(report["sweep"]) >= 2  # another trial was retrained after or before it
+    assert report["tailored"]["val"] == chosen[0]["val_accuracy"]
+    assert report["tailored"]["test"] == chosen[0]["test_accuracy"]
+
+
 def test_latency_command_times_a_finished_run_again(tiny_run):
     from click.testing import CliRunner
 

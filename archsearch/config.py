@@ -20,8 +20,9 @@ RESUMABLE_FIELDS = ("out", "resume", "progress", "device", "num_workers", "amp",
 # set enough of them; the caps bound a run whose score keeps creeping up.
 ADAPTIVE = {
     "teacher": Length(min_steps=500, max_epochs=40, patience=2, decays=1),
-    # the student's score is minus its objective (nats): gains under 0.01 do not keep it training
-    "student": Length(min_steps=500, max_epochs=20, patience=2, decays=1, min_delta=0.01),
+    # the student's score is minus its objective (nats): gains under 1 % of it (at least 0.01) do not
+    # keep it training
+    "student": Length(min_steps=500, max_epochs=20, patience=2, decays=1, min_delta=0.01, min_delta_share=0.01),
     "retrain": Length(min_steps=250, max_epochs=30, patience=2, decays=1),
 }
 AUGMENTS = ("auto", "none", "light", "standard")

@@ -50,6 +50,7 @@ class Length:
     max_restarts: int = 4  # returns to the best state after a divergence, each with a smaller rate
     restart_factor: float = 0.3
     min_delta: float = 0.0  # a score must rise by more than this to count as an improvement for patience
+    min_delta_share: float = 0.0  # ... and by more than this share of the best score's size
 
     @property
     def fixed(self) -> bool:
@@ -283,7 +284,9 @@ def run_stage(stage: Stage, train_loader: DataLoader, device: str, *, resume: bo
             optimizer.state.clear()  # momentum from the wrecked steps would push the same way again
         elif score is not None and score > p.best_score:
             # the best state is always kept; only a real gain gives the stage more patience
-            p.bad = 0 if score > p.best_score + length.min_delta else p.bad + 1
+            gain = max(length.min_delta, length.min_delta_share * abs(p.best_score)) if math.isfinite(p.best_score) \
+                else 0.0
+            p.bad = 0 if score > p.best_score + gain else p.bad + 1
             p.best_score, p.best_epoch = score, p.epoch
             best = _clone(stage.state())
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 def not_faster(latency: dict[str, dict[str, float]], batch: str = "batch32") -> str | None:
     """A warning when the tailored network measured no faster than the original: fewer MACs, but the
-    proxies it keeps cost more time than the blocks it removed (docs/results.md, Fashion-MNIST)."""
+    proxies it keeps cost more time than the blocks it removed (docs/design-choices.md; earlier tables in git history of docs/results.md, Fashion-MNIST)."""
     t = latency[batch]
     if t["tailored"] < t["original"]:
         return None

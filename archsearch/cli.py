@@ -109,7 +109,7 @@ def main(debug: bool) -> None:
 @click.option("--gamma1", type=float,
               help="Weight of the expected complexity E[C]  [default: the number of universal blocks, "
                    "9 for ResNet-20, 27 for ResNet-56, 16 for ResNet-50, since E[C]'s pull on one block "
-                   "shrinks with depth; docs/results.md]")
+                   "shrinks with depth; docs/design-choices.md]")
 @click.option("--gamma2", default=10.0, show_default=True, help="Weight of the teacher term Omega.")
 @click.option("--theta", default=0.05, show_default=True, help="Proxies with a gate under this are pruned.")
 @click.option("--theta-sweep", default="auto", show_default=True,
@@ -121,7 +121,7 @@ def main(debug: bool) -> None:
                    "and proxy timed once on this device at the training batch (kept in the run's costs.json), "
                    "so the search weighs blocks by their time here (on CPU a MAC at full resolution costs "
                    "about 1.8x one at the lowest). Task-dependent: faster on ResNet-56 -> notMNIST, slower on "
-                   "MNIST (docs/results.md).")
+                   "MNIST (docs/design-choices.md).")
 @click.option("--tolerance", default=0.5, show_default=True, help="Accuracy points the tailored net may lose against the teacher (if no network "
                    "gets that close: against the most accurate one tried).")
 @click.option("--sweep", default="auto", show_default=True,

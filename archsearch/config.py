@@ -32,7 +32,7 @@ def default_gamma1(num_blocks: int) -> float:
     """gamma1 when none is given: the number of universal blocks.
 
     E[C] pulls on a block's gate with gamma1 times that block's share of the MACs, about
-    gamma1 / num_blocks, so a fixed gamma1 is right for one depth only. The sweeps in docs/results.md
+    gamma1 / num_blocks, so a fixed gamma1 is right for one depth only. The sweeps in docs/design-choices.md; earlier tables in git history of docs/results.md
     (2,000 MNIST images; teacher 12, student 10, retraining 6 epochs) found that a pull of one per
     block removed the most MACs at the teacher's accuracy on both ResNet-20 (gamma1 9: 41 % of the
     MACs kept within tolerance, against 64 % at 3) and ResNet-56 (gamma1 27: its sweep reached 14 of

@@ -30,7 +30,7 @@ def interleaved_latency(models: dict[str, Callable[[torch.Tensor], object]], inp
 
 def latency_setting(device: str | torch.device) -> str:
     """Where latency was measured, in words: the device, and on CPU the thread count, which changes the
-    speed-up of a small network against a large one (docs/results.md, *One thread and two*)."""
+    speed-up of a small network against a large one (docs/design-choices.md; earlier tables in git history of docs/results.md, *One thread and two*)."""
     device = str(device)
     return f"{device}, {torch.get_num_threads()} threads" if device == "cpu" else device
 

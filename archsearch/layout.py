@@ -4,7 +4,7 @@ Training runs channels-last on a GPU, where cuDNN's convolutions prefer it, and 
 where the student's narrow products and batch-norms run fastest that way. A finished network runs
 channels-last everywhere: on this project's CPU, with its proxy products emitted as (pixels x
 channels) matrix products, every tailored network measured ran faster channels-last than NCHW at
-batch 64, and every original too (docs/results.md, *Channels-last, emitted*). A run saves its
+batch 64, and every original too (docs/design-choices.md; earlier tables in git history of docs/results.md, *Channels-last, emitted*). A run saves its
 networks on the CPU with channels-last weights, so that ``torch.load(...)(images)`` runs that way
 even on NCHW images: a convolution with channels-last weights (and more than one input channel)
 returns channels-last maps.
@@ -27,7 +27,7 @@ _NAMES = {torch.channels_last: "channels_last", torch.contiguous_format: "nchw"}
 
 
 # The memory format a finished network is emitted for, timed in and best run in, on every device: on
-# this CPU every tailored network and original measured ran faster in it (docs/results.md); on CUDA it
+# this CPU every tailored network and original measured ran faster in it (docs/design-choices.md; earlier tables in git history of docs/results.md); on CUDA it
 # is what cuDNN's convolutions prefer (not measured here: no GPU was lent).
 DEPLOYMENT_LAYOUT = torch.channels_last
 

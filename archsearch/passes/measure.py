@@ -2,7 +2,7 @@
 
 E[C] and the choice of the leanest network count MACs by default, as DESIGN.md says. On a CPU a MAC
 does not cost the same everywhere: a 3x3 convolution at full resolution costs about 1.8x per MAC
-what one at the lowest resolution does (docs/results.md), so a network that keeps early blocks
+what one at the lowest resolution does (docs/design-choices.md; earlier tables in git history of docs/results.md), so a network that keeps early blocks
 and drops late ones runs slower than its MACs say. Measuring each edge on the device instead lets
 the search weigh blocks by what they cost there. Universal edges (and the stem and head) are timed
 node by node inside one forward pass of the pre-trained network, so each sees its input as the

@@ -51,7 +51,8 @@ from archsearch.train.linear_probe import linear_probe
 from archsearch.train.loop import evaluate, run_stage, stage_summary
 from archsearch.train.stages import OmegaTeacher, student_stage, teacher_stage, validation_objective
 
-EVAL_BATCH = 256  # images per evaluation batch (no gradients: larger than training's)
+EVAL_BATCH = 256  # images per evaluation batch (no gradients: larger than training's) ...
+EVAL_BATCH_BYTES = 32 * 2**20  # ... unless 256 images would take more than this (large inputs, streamed data)
 PROBE_IMAGES = 8  # images of the check that the slim module equals the pruned student
 LATENCY_BATCHES = (1, 32)
 HEAD_LR_FACTOR = 10.0  # the teacher's new classifier learns this much faster than the pre-trained weights
@@ -82,9 +83,17 @@ def _loaders(cfg: TailorConfig, data, d: Dist) -> Loaders:
         g = torch.Generator().manual_seed(cfg.seed)
         train = DataLoader(data.train, batch_size=per_rank, shuffle=True, generator=g, drop_last=drop_last,
                            num_workers=workers)
-    batch = max(per_rank, EVAL_BATCH)
+    batch = eval_batch(per_rank, data.input_size)
     return Loaders(train, DataLoader(val, batch_size=batch, num_workers=workers),
                    DataLoader(test, batch_size=batch, num_workers=workers))
+
+
+def eval_batch(train_batch: int, input_size: tuple[int, int, int]) -> int:
+    """Images per evaluation batch: ``EVAL_BATCH``, fewer where that many images would take more than
+    ``EVAL_BATCH_BYTES`` as float32 (a 224-px batch of 256 and its prefetched copies cost gigabytes),
+    never fewer than a training batch."""
+    c, h, w = input_size
+    return max(train_batch, min(EVAL_BATCH, EVAL_BATCH_BYTES // (4 * c * h * w)))
 
 
 def _logits(module: fx.GraphModule) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -178,9 +187,9 @@ class Search:
             return Scores(saved["val"], saved["test"])
         clock = time.perf_counter()
         # every rank runs the whole (cheap) probe on the full data, so all agree without communication
-        workers = self.loaders.train.num_workers
-        train = DataLoader(data.train.with_augment("none"), batch_size=EVAL_BATCH, num_workers=workers)
-        evals = {name: DataLoader(getattr(data, name), batch_size=EVAL_BATCH, num_workers=workers)
+        workers, batch = self.loaders.train.num_workers, self.loaders.val.batch_size
+        train = DataLoader(data.train.with_augment("none"), batch_size=batch, num_workers=workers)
+        evals = {name: DataLoader(getattr(data, name), batch_size=batch, num_workers=workers)
                  for name in ("val", "test")}
         result = linear_probe(self.bg.gm, head, train, evals, self.device, seed=self.cfg.seed,
                               classifier_path=self.classifier)

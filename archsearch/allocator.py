@@ -38,3 +38,23 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+
+
+_GLIBC_DEFAULT_THRESHOLD = 128 << 10
+
+
+def return_freed_memory(_worker_id: int = 0) -> bool:
+    """Undo :func:`keep_freed_memory` in this process (glibc's default thresholds): for DataLoader
+    workers (``worker_init_fn``), which inherit the setting when forked but only decode images, and
+    whose every kept arena would count against the run's memory."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)) and \
+        bool(mallopt(_M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD))

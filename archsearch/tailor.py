@@ -22,6 +22,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from archsearch.advice import not_faster
+from archsearch.allocator import return_freed_memory
 from archsearch.config import TailorConfig, default_gamma1, parse_floats, parse_sweep, parse_theta_sweep
 from archsearch.data import describe, load_task_data
 from archsearch.data.memory import peak_rss_bytes
@@ -71,21 +72,23 @@ def _loaders(cfg: TailorConfig, data, d: Dist) -> Loaders:
     """Training batches (``--batch-size`` in total, split over ranks) and this rank's evaluation shards.
     Streamed data (larger than the memory budget) is decoded by at least two worker processes."""
     workers = max(cfg.num_workers, 2) if getattr(data, "streaming", False) else cfg.num_workers
+    init = {"worker_init_fn": return_freed_memory} if workers else {}
     per_rank = max(1, cfg.batch_size // d.world_size)
     drop_last = len(data.train) // d.world_size > per_rank
     val, test = data.val, data.test
     if d.enabled:
         sampler = DistributedSampler(data.train, d.world_size, d.rank, shuffle=True, seed=cfg.seed)
-        train = DataLoader(data.train, batch_size=per_rank, sampler=sampler, drop_last=drop_last, num_workers=workers)
+        train = DataLoader(data.train, batch_size=per_rank, sampler=sampler, drop_last=drop_last, num_workers=workers,
+                           **init)
         val = Subset(val, range(d.rank, len(val), d.world_size))
         test = Subset(test, range(d.rank, len(test), d.world_size))
     else:
         g = torch.Generator().manual_seed(cfg.seed)
         train = DataLoader(data.train, batch_size=per_rank, shuffle=True, generator=g, drop_last=drop_last,
-                           num_workers=workers)
+                           num_workers=workers, **init)
     batch = eval_batch(per_rank, data.input_size)
-    return Loaders(train, DataLoader(val, batch_size=batch, num_workers=workers),
-                   DataLoader(test, batch_size=batch, num_workers=workers))
+    return Loaders(train, DataLoader(val, batch_size=batch, num_workers=workers, **init),
+                   DataLoader(test, batch_size=batch, num_workers=workers, **init))
 
 
 def eval_batch(train_batch: int, input_size: tuple[int, int, int]) -> int:
@@ -188,8 +191,9 @@ class Search:
         clock = time.perf_counter()
         # every rank runs the whole (cheap) probe on the full data, so all agree without communication
         workers, batch = self.loaders.train.num_workers, self.loaders.val.batch_size
-        train = DataLoader(data.train.with_augment("none"), batch_size=batch, num_workers=workers)
-        evals = {name: DataLoader(getattr(data, name), batch_size=batch, num_workers=workers)
+        init = {"worker_init_fn": return_freed_memory} if workers else {}
+        train = DataLoader(data.train.with_augment("none"), batch_size=batch, num_workers=workers, **init)
+        evals = {name: DataLoader(getattr(data, name), batch_size=batch, num_workers=workers, **init)
                  for name in ("val", "test")}
         result = linear_probe(self.bg.gm, head, train, evals, self.device, seed=self.cfg.seed,
                               classifier_path=self.classifier)

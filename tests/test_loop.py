@@ -98,3 +98,14 @@ def test_a_finished_stage_resumes_to_its_best_state(tmp_path):
     stage2 = _stage(tmp_path, again, Length(epochs=3), lambda: _accuracy(again, vx, vy))
     run_stage(stage2, loader, "cpu", progress=False)
     assert all(torch.equal(done[k], again.state_dict()[k]) for k in done)
+
+
+def test_no_rate_drop_before_the_floor_of_steps(tmp_path):
+    x, y = _data(64)
+    model = nn.Linear(8, 2)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    stage = _stage(tmp_path, model, Length(min_steps=20, max_epochs=50, patience=1, decays=1), score=lambda: 50.0)
+    history = run_stage(stage, loader, "cpu", progress=False)
+    trained = [h for h in history if h["epoch"] > 0]
+    assert all(h["lr_factor"] == 1.0 for h in trained[:10])  # 2 steps an epoch: 20 steps at the full rate
+    assert trained[10]["lr_factor"] == 0.1 and len(trained) == 11  # then one epoch at the dropped rate, and the stop

@@ -297,14 +297,16 @@ def run_stage(stage: Stage, train_loader: DataLoader, device: str, *, resume: bo
         elif not length.fixed:
             if p.epoch >= length.max_epochs:
                 p.stopped = f"cap of {length.max_epochs} epochs"
-            elif p.bad >= length.patience and stage.score is not None:
+            elif p.bad >= length.patience and stage.score is not None and p.step >= length.min_steps:
+                # before its floor of steps a stage keeps its rate: the first epochs of a fine-tuning
+                # often fall below the starting point before they climb past it
                 if p.decays < length.decays:
                     p.decays += 1
                     p.factor *= length.decay_factor
                     p.bad = 0
                     stage.module.load_state_dict(best, strict=False)  # go on from the best state, slower
                     optimizer.state.clear()
-                elif p.step >= length.min_steps:
+                else:
                     p.stopped = f"no improvement in {length.patience} epochs after {p.decays} rate drops"
         done = bool(p.stopped)
         if done:

@@ -68,27 +68,29 @@ class Loaders:
     test: DataLoader
 
 
+def _loader(dataset, batch: int, workers: int, **options) -> DataLoader:
+    """A DataLoader whose worker processes (streamed data) give freed memory back."""
+    init = {"worker_init_fn": return_freed_memory} if workers else {}
+    return DataLoader(dataset, batch_size=batch, num_workers=workers, **init, **options)
+
+
 def _loaders(cfg: TailorConfig, data, d: Dist) -> Loaders:
     """Training batches (``--batch-size`` in total, split over ranks) and this rank's evaluation shards.
     Streamed data (larger than the memory budget) is decoded by at least two worker processes."""
     workers = max(cfg.num_workers, 2) if getattr(data, "streaming", False) else cfg.num_workers
-    init = {"worker_init_fn": return_freed_memory} if workers else {}
     per_rank = max(1, cfg.batch_size // d.world_size)
     drop_last = len(data.train) // d.world_size > per_rank
     val, test = data.val, data.test
     if d.enabled:
         sampler = DistributedSampler(data.train, d.world_size, d.rank, shuffle=True, seed=cfg.seed)
-        train = DataLoader(data.train, batch_size=per_rank, sampler=sampler, drop_last=drop_last, num_workers=workers,
-                           **init)
+        train = _loader(data.train, per_rank, workers, sampler=sampler, drop_last=drop_last)
         val = Subset(val, range(d.rank, len(val), d.world_size))
         test = Subset(test, range(d.rank, len(test), d.world_size))
     else:
         g = torch.Generator().manual_seed(cfg.seed)
-        train = DataLoader(data.train, batch_size=per_rank, shuffle=True, generator=g, drop_last=drop_last,
-                           num_workers=workers, **init)
+        train = _loader(data.train, per_rank, workers, shuffle=True, generator=g, drop_last=drop_last)
     batch = eval_batch(per_rank, data.input_size)
-    return Loaders(train, DataLoader(val, batch_size=batch, num_workers=workers, **init),
-                   DataLoader(test, batch_size=batch, num_workers=workers, **init))
+    return Loaders(train, _loader(val, batch, workers), _loader(test, batch, workers))
 
 
 def eval_batch(train_batch: int, input_size: tuple[int, int, int]) -> int:
@@ -191,10 +193,8 @@ class Search:
         clock = time.perf_counter()
         # every rank runs the whole (cheap) probe on the full data, so all agree without communication
         workers, batch = self.loaders.train.num_workers, self.loaders.val.batch_size
-        init = {"worker_init_fn": return_freed_memory} if workers else {}
-        train = DataLoader(data.train.with_augment("none"), batch_size=batch, num_workers=workers, **init)
-        evals = {name: DataLoader(getattr(data, name), batch_size=batch, num_workers=workers, **init)
-                 for name in ("val", "test")}
+        train = _loader(data.train.with_augment("none"), batch, workers)
+        evals = {name: _loader(getattr(data, name), batch, workers) for name in ("val", "test")}
         result = linear_probe(self.bg.gm, head, train, evals, self.device, seed=self.cfg.seed,
                               classifier_path=self.classifier)
         head.load_state_dict(result.head.state_dict())

@@ -10,7 +10,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from archsearch.complexity import Complexity, gate_vector
+from archsearch.complexity import Complexity
 from archsearch.graph.blockgraph import BlockGraph
 from archsearch.passes.codegen import GATES
 from archsearch.passes.fold_bn import fold_frozen_batchnorms
@@ -167,5 +167,6 @@ def validation_objective(student: fx.GraphModule, bg: BlockGraph, teacher: Omega
         omega_sum += float(teacher_term(logits, feats, t_logits, t_feats)) * int(y.numel())
         count += int(y.numel())
     ce_sum, omega_sum, count = all_reduce_sum(d, [ce_sum, omega_sum, count], device)
-    ec = float(Complexity(bg)(gate_vector(bg, student))) if gamma1 else 0.0
+    complexity = Complexity(bg) if gamma1 else None
+    ec = float(complexity(complexity.alphas(student))) if complexity else 0.0
     return (ce_sum + gamma2 * omega_sum) / max(count, 1) + gamma1 * ec

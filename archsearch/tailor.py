@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -153,6 +154,7 @@ class Search:
         self.cfg, self.run, self.bg, self.d, self.log = cfg, run, bg, d, log
         self.device = distributed.device_for(d, cfg.device)
         self.loaders = _loaders(cfg, data, d)
+        self.chance_loss = math.log(max(2, data.num_classes))  # cross-entropy of guessing
         self.classifier = bg.g.graph["classifier"]
         self.timings: dict[str, float] = {}
         self.stages: dict[str, dict] = {}
@@ -213,7 +215,7 @@ class Search:
         lr = self.cfg.lr
         stage = teacher_stage(teacher, self.classifier, self.cfg.length("teacher"), lr,
                               lr * HEAD_LR_FACTOR * self.head_lr_scale, self.run.ckpt("teacher"),
-                              score=lambda: self.val_accuracy(_logits(teacher)))
+                              score=lambda: self.val_accuracy(_logits(teacher)), chance_loss=self.chance_loss)
         self._fit(stage)
         scores = self.scores(_logits(teacher))
         self.timings["teacher"] = time.perf_counter() - clock
@@ -231,7 +233,8 @@ class Search:
                 return self.val_accuracy(_logits(module))
         return student_stage(key, module, bg, targets, length=length, lr=cfg.student_lr,
                              head_lr=cfg.student_lr * self.head_lr_scale, gate_lr=cfg.gate_lr, gamma1=gamma1,
-                             gamma2=cfg.gamma2, checkpoint=self.run.ckpt(key), score=score, name=name)
+                             gamma2=cfg.gamma2, checkpoint=self.run.ckpt(key), score=score, name=name,
+                             chance_loss=self.chance_loss)
 
     def train_student(self, teacher: fx.GraphModule) -> tuple[BlockGraph, Trial, OmegaTeacher]:
         """Proxies, gates and classifier trained on CE + gamma1 E[C] + gamma2 Omega; blocks frozen.

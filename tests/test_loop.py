@@ -109,3 +109,32 @@ def test_no_rate_drop_before_the_floor_of_steps(tmp_path):
     trained = [h for h in history if h["epoch"] > 0]
     assert all(h["lr_factor"] == 1.0 for h in trained[:10])  # 2 steps an epoch: 20 steps at the full rate
     assert trained[10]["lr_factor"] == 0.1 and len(trained) == 11  # then one epoch at the dropped rate, and the stop
+
+
+def _scripted_stage(tmp_path, key: str, scores: list[float], chance_loss: float | None) -> Stage:
+    """A stage whose validation scores are scripted: 80, then a fall to 50, then a climb."""
+    torch.manual_seed(0)
+    x, y = _data()
+    model = nn.Linear(8, 2)
+    it = iter(scores)
+    stage = _stage(tmp_path, model, Length(min_steps=0, max_epochs=len(scores) - 1, patience=5, decays=0),
+                   score=lambda: next(it), key=key)
+    stage.chance_loss = chance_loss
+    return stage
+
+
+def test_a_dip_while_training_loss_falls_is_not_a_collapse(tmp_path):
+    # the training cross-entropy of this easy task stays far under ln 2 = 0.69
+    stage = _scripted_stage(tmp_path, "dip", [80.0, 50.0, 85.0, 90.0], chance_loss=0.69)
+    history = run_stage(stage, DataLoader(TensorDataset(*_data()), batch_size=32), "cpu", progress=False)
+    assert not [h for h in history if "restart" in h]
+    assert history[1]["loss"] < 0.69 and history[-1]["lr_factor"] == 1.0
+
+
+def test_a_fall_while_training_learns_nothing_restarts(tmp_path):
+    # chance_loss 0 stands for a training loss above guessing: the same fall is now a wreck
+    stage = _scripted_stage(tmp_path, "wreck", [80.0, 50.0, 85.0, 90.0], chance_loss=0.0)
+    history = run_stage(stage, DataLoader(TensorDataset(*_data()), batch_size=32), "cpu", progress=False)
+    restarts = [h for h in history if "restart" in h]
+    assert len(restarts) == 1 and restarts[0]["restart"] == "validation collapsed" and restarts[0]["epoch"] == 1
+    assert history[-1]["lr_factor"] < 1.0

@@ -70,9 +70,11 @@ def frozen_statistics_mode(module: nn.Module) -> Callable[[bool], None]:
 
 
 def teacher_stage(teacher: fx.GraphModule, classifier: str, length: Length, lr: float, head_lr: float,
-                  checkpoint: Path, score: Callable[[], float] | None = None) -> Stage:
+                  checkpoint: Path, score: Callable[[], float] | None = None,
+                  chance_loss: float | None = None) -> Stage:
     """Fine-tune every weight of a copy of the pre-trained network with a new classifier: the
-    pre-trained weights at ``lr``, the classifier (new for the task) at ``head_lr``."""
+    pre-trained weights at ``lr``, the classifier (new for the task) at ``head_lr``. ``chance_loss``
+    (ln of the number of classes) tells a wrecked epoch from a dip (``Stage.chance_loss``)."""
     def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         logits, _ = model(x)
         return F.cross_entropy(logits, y), logits, {}
@@ -81,7 +83,7 @@ def teacher_stage(teacher: fx.GraphModule, classifier: str, length: Length, lr: 
     groups = [{"params": body, "lr": lr, "weight_decay": 1e-4, "clip": True},  # clipped after a restart
               {"params": head, "lr": head_lr, "weight_decay": 1e-4}]
     return Stage("teacher", teacher, [g for g in groups if g["params"]], step, length, checkpoint, score=score,
-                 name="teacher", calm_mode=frozen_statistics_mode(teacher))
+                 name="teacher", calm_mode=frozen_statistics_mode(teacher), chance_loss=chance_loss)
 
 
 def low_precision_dtype(device: torch.device) -> torch.dtype | None:
@@ -116,7 +118,8 @@ class OmegaTeacher(nn.Module):
 
 def student_stage(key: str, student: fx.GraphModule, bg: BlockGraph, teacher: OmegaTeacher, *,
                   length: Length, lr: float, head_lr: float, gate_lr: float, gamma1: float, gamma2: float,
-                  checkpoint: Path, score: Callable[[], float] | None = None, name: str = "") -> Stage:
+                  checkpoint: Path, score: Callable[[], float] | None = None, name: str = "",
+                  chance_loss: float | None = None) -> Stage:
     """Train proxies, gates and classifier on CE + gamma1 * E[C] + gamma2 * Omega (the classifier at
     ``head_lr``, proxies at ``lr``)."""
     freeze_universal(student, bg)
@@ -131,7 +134,7 @@ def student_stage(key: str, student: fx.GraphModule, bg: BlockGraph, teacher: Om
         ce = F.cross_entropy(logits, y)
         omega = teacher_term(logits, feats, t_logits, t_feats)
         loss = ce + gamma2 * omega
-        extra = {"omega": float(omega.detach())}
+        extra = {"ce": float(ce.detach()), "omega": float(omega.detach())}
         if gamma1:
             ec = complexity(complexity.alphas(student))
             loss = loss + gamma1 * ec
@@ -147,7 +150,8 @@ def student_stage(key: str, student: fx.GraphModule, bg: BlockGraph, teacher: Om
     return Stage(key, student, [g for g in groups if g["params"]], step, length, checkpoint, score=score,
                  state_prefixes=task_prefixes(bg), set_mode=set_mode, name=name or key,
                  start_is_candidate=not gamma1,  # a student kept at its start would have learnt no gate
-                 score_is_accuracy=not gamma1)  # the student's score is minus its objective
+                 score_is_accuracy=not gamma1,  # the student's score is minus its objective
+                 chance_loss=chance_loss)
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ from archsearch.advice import not_faster
 from archsearch.allocator import return_freed_memory
 from archsearch.config import TailorConfig, default_gamma1, parse_floats, parse_sweep, parse_theta_sweep
 from archsearch.data import describe, load_task_data
+from archsearch.data.raw import RawData
 from archsearch.data.memory import peak_rss_bytes
 from archsearch.errors import RunFailed, UserError
 from archsearch.graph.blockgraph import BlockGraph
@@ -355,18 +356,23 @@ def _mean_std(cfg: TailorConfig, source: SourceModel) -> tuple[list[float], list
     return mean, std
 
 
-def tailor(cfg: TailorConfig, log: Callable[[str], None] = print) -> dict:
+def tailor(cfg: TailorConfig, log: Callable[[str], None] = print, *, source: SourceModel | None = None,
+           raw: RawData | None = None) -> dict:
     """Run the whole NetTailor pipeline; returns the report (also written to report.json).
+
+    ``source`` (a network object with its input description) replaces ``cfg.backbone``/``cfg.model``,
+    and ``raw`` (images already opened) replaces ``cfg.data``: how the Python API passes objects.
 
     Raises :class:`RunFailed` (after writing the report) when the fine-tuned teacher is no better
     than feature extraction on the validation split: it cannot be the yardstick of the choice."""
     cfg.check()
     cfg = cfg.normalized()
     torch.manual_seed(cfg.seed)
-    source = resolve_model(cfg.backbone, cfg.model, cfg.weights, cfg.input_size, trust_pickle=cfg.trust_pickle)
+    if source is None:
+        source = resolve_model(cfg.backbone, cfg.model, cfg.weights, cfg.input_size, trust_pickle=cfg.trust_pickle)
     mean, std = _mean_std(cfg, source)
     source = dataclasses.replace(source, mean=tuple(mean), std=tuple(std))
-    data = load_task_data(cfg.data, input_size=source.input_shape, mean=mean, std=std, seed=cfg.seed,
+    data = load_task_data(raw if raw is not None else cfg.data, input_size=source.input_shape, mean=mean, std=std, seed=cfg.seed,
                           test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction, augment=cfg.augment,
                           max_memory=cfg.max_memory, train_limit=cfg.train_limit)
     bg = replace_classifier(trace(source.model, source.input_shape, cfg.leaf_modules), data.num_classes)

@@ -113,12 +113,13 @@ def _build(images: ImageSet, idx: np.ndarray, size: tuple[int, int, int], mean: 
     return TensorImageDataset(x, y, size[0], mean, std, augment, _files(images, idx))
 
 
-def load_task_data(spec: str, *, input_size: tuple[int, int, int],
+def load_task_data(spec: str | RawData, *, input_size: tuple[int, int, int],
                    mean: Sequence[float] | float, std: Sequence[float] | float, seed: int = 0,
                    test_fraction: float = 0.2, train_limit: int | None = None,
                    val_fraction: float = 0.1, augment: str = "auto",
                    max_memory: int | str | None = None) -> TaskData:
-    """Load ``spec`` (fashion-mnist, mnist-5k, digits, a folder or a .npz) as a task.
+    """Load ``spec`` (fashion-mnist, mnist-5k, digits, a folder, a .npz, or images already opened as
+    :class:`RawData`) as a task.
 
     Data without its own test split is split by ``seed`` (stratified, exactly
     ``round(N * test_fraction)`` test images); ``train_limit`` keeps a seeded, class-balanced
@@ -140,7 +141,7 @@ def load_task_data(spec: str, *, input_size: tuple[int, int, int],
                                       val_fraction, augment)
     aug = resolve_augment(augment)
     budget = memory_budget(max_memory)
-    raw = open_source(spec)
+    raw = spec if isinstance(spec, RawData) else open_source(spec)
     if len(raw.train) == 0:
         raise UserError(f"{raw.source} holds no training images; give a data set with images")
     if raw.test is not None and len(raw.test) == 0:

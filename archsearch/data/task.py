@@ -15,7 +15,7 @@ from archsearch.data.dataset import (FileRefs, ImageDataset, StreamingImageDatas
                                      TensorImageDataset)
 from archsearch.data.imagefolder import FileImages
 from archsearch.data.memory import memory_budget
-from archsearch.data.raw import ImageSet
+from archsearch.data.raw import ImageSet, RawData
 from archsearch.data.sources import open_source
 from archsearch.data.split import limit_indices, split_indices, val_indices
 from archsearch.data.transform import to_uint8

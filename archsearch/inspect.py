@@ -5,8 +5,9 @@ from typing import Sequence
 
 import torch.nn as nn
 
+from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph
-from archsearch.graph.trace import trace
+from archsearch.graph.trace import feature_map_problem, trace
 from archsearch.passes.insert_proxies import insert_proxies
 
 
@@ -14,6 +15,9 @@ def inspect_model(model: nn.Module, input_shape: Sequence[int], leaf_modules: Se
                   skips: int | str | None = None) -> dict:
     """What ``archsearch inspect`` prints: the model's BlockGraph (with candidate proxies when asked)."""
     bg = trace(model, input_shape, leaf_modules)
+    problem = feature_map_problem(bg)
+    if problem:
+        raise UserError(problem)
     return describe(insert_proxies(bg, skips) if skips else bg)
 
 

@@ -1,4 +1,5 @@
-"""Where the network to tailor comes from: a named backbone or a user's ``FILE.py:FACTORY``."""
+"""Where the network to tailor comes from: a named backbone, a user's ``FILE.py:FACTORY``, or a model zoo's
+``torchvision:NAME`` / ``timm:NAME`` (:mod:`archsearch.zoo`)."""
 from __future__ import annotations
 
 import importlib.util
@@ -59,7 +60,8 @@ def _failure(exc: BaseException) -> str:
 def load_factory(spec: str) -> nn.Module:
     """Import ``FILE.py:FACTORY`` and call the factory; every failure is a UserError."""
     if ":" not in spec:
-        raise UserError(f"--model must look like FILE.py:FACTORY (e.g. examples/mynet.py:build), not '{spec}'")
+        raise UserError(f"--model must look like FILE.py:FACTORY (e.g. examples/mynet.py:build), torchvision:NAME "
+                        f"or timm:NAME, not '{spec}'")
     file, factory = spec.rsplit(":", 1)
     path = Path(file)
     if not path.is_file():
@@ -94,12 +96,17 @@ def load_factory(spec: str) -> nn.Module:
 def resolve_model(backbone: str | None, model_spec: str | None, weights: str | None,
                   input_size: str | None = None, require_weights: bool = True, *,
                   trust_pickle: bool = False) -> SourceModel:
-    """The source network: ``--model`` wins over ``--backbone``; with neither, the built-in default.
+    """The source network: ``--model`` (``FILE.py:FACTORY``, ``torchvision:NAME`` or ``timm:NAME``) wins
+    over ``--backbone``; with neither, the built-in default.
 
     ``require_weights=False`` allows an untrained backbone (for looking at structure only).
     ``trust_pickle=True`` (``--trust-pickle``) reads a weights file that holds Python objects other
     than tensors, which is refused otherwise (:func:`backbones.load_weights`)."""
     size = parse_input_size(input_size)
+    if model_spec and model_spec.partition(":")[0] in ("torchvision", "timm"):
+        from archsearch.zoo import zoo_model  # imports torchvision or timm: only when asked for
+
+        return zoo_model(model_spec, weights, input_size, trust_pickle=trust_pickle)
     if model_spec:
         model = load_factory(model_spec)
         if weights:

@@ -35,6 +35,8 @@ __all__ = [
     "default_input_size",
     "default_normalization",
     "load_weights",
+    "read_state_dict",
+    "classifier_prefix",
     "torch_load",
     "TRUST_FLAG",
 ]
@@ -172,7 +174,26 @@ def _state_dict_of(obj: Any, path: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def _classifier_prefix(model: nn.Module) -> Optional[str]:
+def read_state_dict(path: Union[str, "os.PathLike[str]"], trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The weight tensors of a checkpoint file: a PyTorch file (see :func:`load_weights`) or a
+    ``.safetensors`` file (timm's and Hugging Face's format, read with the ``safetensors`` package)."""
+    path = os.fspath(path)
+    if not path.endswith(".safetensors"):
+        return _state_dict_of(_read_checkpoint(path, trust_pickle), path)
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise UserError(f"{path} is a safetensors file; reading it needs the safetensors package "
+                        "(pip install safetensors)") from None
+    try:
+        return _state_dict_of(load_file(path), path)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated or not a safetensors file
+        raise UserError(f"{path} is not a readable safetensors file ({_one_line(exc)})") from None
+
+
+def classifier_prefix(model: nn.Module) -> Optional[str]:
     """``"fc."``/``"linear."``: the prefix of the model's last ``nn.Linear`` (its classifier)."""
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     return names[-1] + "." if names else None
@@ -206,10 +227,10 @@ def load_weights(
         raise UserError(f"weights file {path} does not exist")
     if os.path.isdir(path):
         raise UserError(f"weights file {path} is a directory, not a PyTorch checkpoint")
-    state = _state_dict_of(_read_checkpoint(path, trust_pickle), path)
+    state = read_state_dict(path, trust_pickle)
     target = model.state_dict()
     name = getattr(model, "backbone_name", type(model).__name__)
-    head = _classifier_prefix(model)
+    head = classifier_prefix(model)
 
     def skipped(key: str) -> bool:
         return key.endswith("num_batches_tracked") or (

@@ -4,6 +4,12 @@ A node of the fx graph is a *cut* when no data edge jumps over it in topological
 from input to output passes through it. The stretches between consecutive cuts are segments; a
 segment whose inside branches and joins again is a residual block. Nothing here looks at module
 names or classes to find structure; names are only used as labels.
+
+The model is traced in evaluation mode, and once more in training mode: a model whose two graphs
+differ (a drop-path or dropout branch taken only in training, a batch-norm written as a function of
+``self.training``) is refused with the module that differs, since one graph would silently stand
+for both. Modules known to switch on the mode (``MODE_LEAVES``: stochastic depth, drop-path, timm's
+norm-and-activation layers) are kept whole as leaves, so they keep doing so in the generated code.
 """
 from __future__ import annotations
 
@@ -19,8 +25,15 @@ from torch.fx.passes.shape_prop import ShapeProp
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import INPUT, OUTPUT, BlockGraph, node_name
 from archsearch.graph.cost import MACS_META, count_macs, count_params, node_macs, nodes_parameters
+from archsearch.notes import note
 
 UNIVERSAL_LOGIT = 2.0
+# Module classes (by name) whose forward depends on self.training: kept whole, never traced into.
+# torchvision's StochasticDepth and timm's DropPath/DropBlock2d drop residual branches at random in
+# training only; timm's norm-act layers call F.batch_norm with the mode as an argument.
+STOCHASTIC_LEAVES = ("StochasticDepth", "DropPath", "DropBlock2d")
+MODE_LEAVES = (*STOCHASTIC_LEAVES, "BatchNormAct2d", "SyncBatchNormAct", "FrozenBatchNormAct2d", "GroupNormAct",
+               "GroupNorm1Act", "LayerNormAct", "LayerNormAct2d")
 
 
 class _Tracer(fx.Tracer):
@@ -31,6 +44,8 @@ class _Tracer(fx.Tracer):
         self.leaf_modules = tuple(leaf_modules)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if type(m).__name__ in MODE_LEAVES:
+            return True
         for leaf in self.leaf_modules:
             if isinstance(leaf, type) and isinstance(m, leaf):
                 return True
@@ -47,17 +62,11 @@ class _Tracer(fx.Tracer):
             raise
 
 
-def symbolic_trace(model: nn.Module, leaf_modules: Sequence[str | type] = ()) -> fx.GraphModule:
-    """fx-trace ``model``; an untraceable module, or a leaf name that matches no module, becomes a
-    UserError that names it."""
-    known = {name for name, _ in model.named_modules()} | {type(m).__name__ for m in model.modules()}
-    unknown = [leaf for leaf in leaf_modules if isinstance(leaf, str) and leaf not in known]
-    if unknown:
-        raise UserError(f"leaf module '{unknown[0]}' matches no module path or class of {type(model).__name__}; "
-                        "check the name with 'archsearch inspect' (paths) or the model's code (classes)")
+def _trace_once(model: nn.Module, leaf_modules: Sequence[str | type], mode: str) -> tuple[fx.Graph, _Tracer]:
+    """One fx trace of ``model`` as it is; a failure becomes a UserError that names the module."""
     tracer = _Tracer(leaf_modules)
     try:
-        graph = tracer.trace(model)
+        return tracer.trace(model), tracer
     except Exception as exc:
         path, cls = getattr(exc, "archsearch_module", ("", type(model).__name__))
         where = f"module '{path}' ({cls})" if path else f"the model's own forward ({cls})"
@@ -65,11 +74,92 @@ def symbolic_trace(model: nn.Module, leaf_modules: Sequence[str | type] = ()) ->
         hint = (f"mark it a leaf with leaf_modules=['{cls}'] (CLI: --leaf {cls}) so it is kept as one "
                 "opaque layer" if path else "rewrite the data-dependent part or move it into a submodule "
                 "and mark that a leaf")
-        raise UserError(f"torch.fx cannot trace {where}: {reason}; {hint}") from exc
+        raise UserError(f"torch.fx cannot trace {where}{mode}: {reason}; {hint}") from exc
+
+
+def _signature(graph: fx.Graph) -> list[tuple[str, str, str]]:
+    """Each node's operation, target and arguments, with nodes as positions: equal for two traces of
+    the same computation (constants fx names by a counter are compared by kind)."""
+    position: dict[fx.Node, int] = {}
+    out = []
+    for i, n in enumerate(graph.nodes):
+        position[n] = i
+        target = "_tensor_constant" if n.op == "get_attr" and str(n.target).startswith("_tensor_constant") else str(n.target)
+        out.append((n.op, target, repr(fx.node.map_arg((n.args, n.kwargs), lambda a: position[a]))))
+    return out
+
+
+def _module_of(node: fx.Node, model: nn.Module) -> tuple[str, str]:
+    """(path, class name) of the innermost module whose forward made ``node`` ('' for the model's own)."""
+    if node.op == "call_module":
+        return str(node.target), type(model.get_submodule(str(node.target))).__name__
+    stack = list((node.meta.get("nn_module_stack") or {}).values())
+    if not stack:
+        return "", type(model).__name__
+    path, cls = stack[-1]
+    return path, getattr(cls, "__name__", str(cls).rsplit(".", 1)[-1].strip("'>"))
+
+
+def _mode_difference(model: nn.Module, evaluation: fx.Graph, training: fx.Graph) -> str | None:
+    """None when both traces compute the same graph, else one line naming where they part."""
+    a, b = _signature(evaluation), _signature(training)
+    if a == b:
+        return None
+    i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    nodes_a, nodes_b = list(evaluation.nodes), list(training.nodes)
+    path, cls = _module_of(nodes_b[i] if i < len(nodes_b) else nodes_a[i], model)
+    where = f"module '{path}' ({cls})" if path else f"the model's own forward ({cls})"
+    hint = (f"mark it a leaf with leaf_modules=['{cls}'] (CLI: --leaf {cls}) so it runs as its own module, "
+            "switching with the mode" if path else
+            "build it without training-time randomness (e.g. drop_rate=0, drop_path_rate=0) or move the "
+            "mode-dependent part into a submodule and mark that a leaf")
+    return (f"{where} computes a different graph in training than in evaluation (training-time randomness "
+            f"such as drop-path or dropout, or a layer that switches on self.training); one trace cannot "
+            f"stand for both: {hint}")
+
+
+def _note_stochastic(gm: fx.GraphModule) -> None:
+    """One note naming the stochastic modules kept whole (they still drop branches while training)."""
+    found: dict[str, list[float]] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            module = gm.get_submodule(n.target)
+            p = float(getattr(module, "p", getattr(module, "drop_prob", 0.0)) or 0.0)
+            if type(module).__name__ in STOCHASTIC_LEAVES and p > 0:
+                found.setdefault(type(module).__name__, []).append(p)
+    for cls, ps in found.items():
+        note(f"{len(ps)} {cls} modules (drop probability up to {max(ps):g}) are kept whole: while training they "
+             "drop residual branches at random, as the model was trained, and in evaluation they pass maps through")
+
+
+def symbolic_trace(model: nn.Module, leaf_modules: Sequence[str | type] = ()) -> fx.GraphModule:
+    """fx-trace ``model`` in evaluation mode, checked against a trace in training mode (see the module's
+    docstring); an untraceable module, a module whose graph depends on the mode, or a leaf name that
+    matches no module becomes a UserError that names it. The model's modes are left as they were."""
+    known = {name for name, _ in model.named_modules()} | {type(m).__name__ for m in model.modules()}
+    unknown = [leaf for leaf in leaf_modules if isinstance(leaf, str) and leaf not in known]
+    if unknown:
+        raise UserError(f"leaf module '{unknown[0]}' matches no module path or class of {type(model).__name__}; "
+                        "check the name with 'archsearch inspect' (paths) or the model's code (classes)")
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        graph, tracer = _trace_once(model, leaf_modules, "")
+        model.train()
+        training, _ = _trace_once(model, leaf_modules, " in training mode")
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    difference = _mode_difference(model, graph, training)
+    if difference:
+        raise UserError(difference)
     graph._tracer_cls = None  # saved modules must unpickle with plain torch, not this tracer
     for node in graph.nodes:  # string annotations (from __future__ import annotations) break pickling
         node.type = None
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    gm.training = modes[model]
+    _note_stochastic(gm)
+    return gm
 
 
 class _ShapesAndMacs(ShapeProp):
@@ -354,6 +444,33 @@ def build_block_graph(gm: fx.GraphModule, input_shape: Sequence[int]) -> BlockGr
     g.graph.update(total_macs=sum(m for _, _, m in g.edges(data="macs")), total_params=count_params(all_params),
                    classifier=_classifier(gm, head), input_shape=tuple(input_shape))
     return BlockGraph(g, gm)
+
+
+SUPPORTED = ("archsearch tailors 2-d convolutional networks, whose residual blocks map (channels, height, width) "
+             "feature maps to feature maps (ResNet, ResNeXt, RegNet, DenseNet, MobileNet, EfficientNet, ConvNeXt "
+             "and the like), not vision transformers or Swin")
+
+
+def _convolves(gm: fx.GraphModule, n: fx.Node) -> bool:
+    if n.op == "call_module":
+        return any(isinstance(m, nn.Conv2d) for m in gm.get_submodule(n.target).modules())
+    return n.op == "call_function" and n.target in (torch.nn.functional.conv2d, torch.conv2d)
+
+
+def feature_map_problem(bg: BlockGraph) -> str | None:
+    """None when the blocks work on convolutional feature maps, which proxies need; else one line on
+    what the model's blocks work on and what archsearch supports (a ViT's blocks map token sequences,
+    a Swin's attend over channels-last windows and convolve nothing)."""
+    blocks = list(bg.iter_attrs("universal"))
+    flat = [a for _, a in blocks if len(a["out_shape"] or ()) != 3]
+    if flat:
+        shape = tuple(flat[0]["out_shape"] or ())
+        return (f"block {flat[0]['name']!r} joins tensors of shape {shape} (a token sequence or vector, not a "
+                f"feature map); {SUPPORTED}")
+    by_name = {n.name: n for n in bg.gm.graph.nodes}
+    if blocks and not any(_convolves(bg.gm, by_name[name]) for _, a in blocks for name in a["nodes"]):
+        return f"none of the model's {len(blocks)} blocks convolves its input (attention or MLP blocks); {SUPPORTED}"
+    return None
 
 
 def trace(model: nn.Module, input_shape: Sequence[int], leaf_modules: Sequence[str | type] = ()) -> BlockGraph:

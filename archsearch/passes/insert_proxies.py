@@ -4,6 +4,7 @@ from __future__ import annotations
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph, node_name
 from archsearch.graph.cost import count_params, module_macs
+from archsearch.graph.trace import SUPPORTED, feature_map_problem
 from archsearch.nn.proxy import make_proxy
 
 PROXY_LOGIT = -2.0
@@ -30,6 +31,9 @@ def proxy_target(src: str, dst: str) -> str:
 def insert_proxies(bg: BlockGraph, skips: int | str = 3) -> BlockGraph:
     """New BlockGraph where block l gets proxies from x_{l-1} … x_{l-k} (gate logit −2)."""
     k = parse_skips(skips)
+    problem = feature_map_problem(bg)
+    if problem:
+        raise UserError(problem)
     out = bg.copy()
     for (_, dst, _), attrs in bg.iter_attrs("universal"):
         index = bg.node(dst)["index"]
@@ -39,10 +43,8 @@ def insert_proxies(bg: BlockGraph, skips: int | str = 3) -> BlockGraph:
             if src not in bg.g:
                 continue
             in_shape = bg.node(src)["shape"]
-            if len(in_shape or ()) != 3 or len(attrs["out_shape"] or ()) != 3:
-                raise UserError(f"block {attrs['name']!r} joins tensors of shape {attrs['out_shape']}; proxies "
-                                "need (channels, height, width) feature maps, so archsearch tailors 2-d "
-                                "convolutional networks only")
+            if len(in_shape or ()) != 3:
+                raise UserError(f"block {attrs['name']!r} reads a tensor of shape {in_shape}; {SUPPORTED}")
             module = make_proxy(in_shape, attrs["out_shape"], attrs["macs"])
             out.g.add_edge(src, dst, key="proxy", kind="proxy", name=f"proxy {src}→{dst}", nodes=[],
                            in_node=bg.node(src)["fx"], out_node=None, in_shape=in_shape,

@@ -1,0 +1,30 @@
+"""Tailor torchvision's ResNet-50 object to an ImageFolder with archsearch's Python API.
+
+    python examples/tailor_resnet50.py /data/flowers --weights resnet50-11ad3fa6.pth --out runs/flowers
+    python examples/tailor_resnet50.py digits --size 32 --epochs 1 --sweep 8   # built-in data, a quick look
+"""
+import argparse
+
+import torch
+
+import archsearch
+
+
+def tailor_images(model, data, size=224, weights=None, epochs=None, **options):
+    """Tailor ``model`` to ``data`` (an ImageFolder path or built-in name) at ``size`` x ``size`` pixels."""
+    lengths = {f"{stage}_epochs": epochs for stage in ("teacher", "student", "retrain")} if epochs else {}
+    return archsearch.tailor(model, data, example_input=torch.zeros(1, 3, size, size), weights=weights,
+                             **lengths, **options)
+
+
+if __name__ == "__main__":
+    cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_argument("data"), cli.add_argument("--weights"), cli.add_argument("--out", default="runs/resnet50")
+    cli.add_argument("--size", type=int, default=224), cli.add_argument("--epochs", type=int)
+    cli.add_argument("--sweep", default="auto")
+    args = cli.parse_args()
+    resnet50 = archsearch.import_torchvision().models.resnet50()  # or: import torchvision
+    result = tailor_images(resnet50, args.data, args.size, args.weights, args.epochs, sweep=args.sweep, out=args.out)
+    print(f"{result.report['universal_blocks_kept']}/{result.report['universal_blocks_total']} blocks kept, "
+          f"{result.report['tailored_accuracy']:.2f} % test accuracy, {result.report['tailored_macs'] / 1e9:.2f} G MACs")
+    print("architecture:", result.render(f"{args.out}/architecture.svg"))

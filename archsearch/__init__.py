@@ -5,6 +5,8 @@ The Python API (:mod:`archsearch.api`), imported on first use so that ``import a
 - ``archsearch.tailor(model, train, test=None, *, example_input=..., **options) -> Tailored``: the whole method.
 - The steps as passes over a BlockGraph: ``trace``, ``insert_proxies``, ``expected_complexity``, ``prune``,
   ``build``.
+- ``source_model``: a network by name (``"torchvision:resnet50"``, ``"timm:resnet50d"``, a backbone, a file) with
+  its input size and normalisation.
 - ``load_tasks``: many tailored tasks sharing one set of universal blocks.
 - ``import_torchvision``: torchvision's models also where its compiled operators do not load.
 
@@ -23,16 +25,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch.nn as nn
 
-    from archsearch.api import Tailored, build, expected_complexity, insert_proxies, prune, trace
+    from archsearch.api import Tailored, build, expected_complexity, insert_proxies, prune, source_model, trace
     from archsearch.runtime import Task
     from archsearch.zoo import import_torchvision
 
 __version__ = "0.1.0"
 __all__ = ["Tailored", "build", "expected_complexity", "import_torchvision", "insert_proxies", "load_tasks", "prune",
-           "tailor", "trace"]
+           "source_model", "tailor", "trace"]
 
 _LAZY = {"Tailored": "archsearch.api", "build": "archsearch.api", "expected_complexity": "archsearch.api",
-         "insert_proxies": "archsearch.api", "prune": "archsearch.api", "trace": "archsearch.api",
+         "insert_proxies": "archsearch.api", "prune": "archsearch.api", "source_model": "archsearch.api",
+         "trace": "archsearch.api",
          "import_torchvision": "archsearch.zoo"}
 
 

@@ -31,6 +31,7 @@ import torch.nn as nn
 import backbones
 from archsearch.complexity import expected_complexity as _expected_complexity
 from archsearch.config import TailorConfig
+from archsearch.data.raw import RawData
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph, Edge
 from archsearch.graph.gates import alphas
@@ -42,7 +43,8 @@ from archsearch.passes.codegen import build_module
 from archsearch.passes.insert_proxies import insert_proxies as _insert_proxies
 from archsearch.passes.prune import prune as _prune
 
-__all__ = ["Tailored", "build", "expected_complexity", "insert_proxies", "prune", "source_model", "tailor", "trace"]
+__all__ = ["Tailored", "build", "expected_complexity", "insert_proxies", "prune", "run_config", "source_model", "tailor",
+           "trace"]
 
 # What a run directory holds for a user (checkpoints stay behind); .save() copies these.
 ARTIFACTS = ("report.json", "tailored.pt", "task.pack", "universal.pt", "architecture.json", "architecture.svg",
@@ -152,7 +154,6 @@ def tailor(model: nn.Module | str, train: Any, test: Any = None, *,
     :class:`~archsearch.errors.RunFailed` when the fine-tuned teacher is no better than feature extraction.
     """
     from archsearch.data.objects import raw_data
-    from archsearch.tailor import tailor as run_pipeline
 
     opts = _options(options)
     source = source_model(model, example_input, weights=weights, trust_pickle=bool(opts.get("trust_pickle")))
@@ -161,13 +162,26 @@ def tailor(model: nn.Module | str, train: Any, test: Any = None, *,
     cfg = TailorConfig(out=str(out) if out is not None else tempfile.mkdtemp(prefix="archsearch-"),
                        data=data if isinstance(data, str) else data.source, input_size=shape, weights=source.weights,
                        **opts)
-    problem = feature_map_problem(_trace(source.model, source.input_shape, cfg.leaf_modules))
-    if problem:  # before any training: proxies would refuse it only after the teacher is fine-tuned
-        raise UserError(problem)
-    report = run_pipeline(cfg, log or (lambda _m: None), source=source, raw=None if isinstance(data, str) else data)
+    report = run_config(cfg, log, source=source, raw=None if isinstance(data, str) else data)
     run = Path(report.get("run_dir", cfg.out))
     module = torch.load(run / "tailored.pt", weights_only=False)  # written by this very run
     return Tailored(module, read_json_dict(run / "report.json", "the run just wrote it"), run)
+
+
+def run_config(cfg: TailorConfig, log: Callable[[str], None] | None = print, *, source: SourceModel | None = None,
+               raw: RawData | None = None) -> dict:
+    """Run the pipeline on a :class:`TailorConfig` (what ``archsearch tailor`` does), refusing a network
+    without convolutional feature maps before any training; returns the report (empty on ranks other
+    than 0 under torchrun). ``source``/``raw`` replace the config's network and data."""
+    from archsearch.tailor import tailor as run_pipeline
+
+    if source is None:
+        cfg.check()
+        source = resolve_model(cfg.backbone, cfg.model, cfg.weights, cfg.input_size, trust_pickle=cfg.trust_pickle)
+    problem = feature_map_problem(_trace(source.model, source.input_shape, cfg.leaf_modules))
+    if problem:  # proxies would refuse it only after the teacher is fine-tuned
+        raise UserError(problem)
+    return run_pipeline(cfg, log or (lambda _m: None), source=source, raw=raw)
 
 
 def trace(model: nn.Module | str, example_input: torch.Tensor | Sequence[int] | None = None, *,

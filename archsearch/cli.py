@@ -79,9 +79,16 @@ def model_options(fn: Callable) -> Callable:
     fn = click.option("--leaf", "leaf_modules", multiple=True, metavar="NAME",
                       help="Module class or path fx must not trace into (repeatable).")(fn)
     fn = click.option("--input-size", metavar="C,H,W", help="Input shape (default: the backbone's own).")(fn)
-    fn = click.option("--weights", metavar="FILE", help="Pre-trained state dict (torchvision layout for ResNet-18/34/50).")(fn)
-    fn = click.option("--model", "model_spec", metavar="FILE.py:FACTORY",
-                      help="Your own model: a Python file and a function returning an nn.Module.")(fn)
+    fn = click.option("--weights", metavar="FILE",
+                      help="Pre-trained state dict (.pt/.pth, or .safetensors for timm); torchvision layout for "
+                           "--backbone resnet18/34/50. For a zoo --model, its classifier takes the file's classes; "
+                           "without it, the library's own cached checkpoint where there is one (nothing is "
+                           "downloaded).")(fn)
+    fn = click.option("--model", "model_spec", metavar="SPEC",
+                      help="The network: FILE.py:FACTORY (your Python file and a function returning an nn.Module), "
+                           "torchvision:NAME (e.g. torchvision:resnet50; pip install archsearch[torchvision]) or "
+                           "timm:NAME (e.g. timm:resnet50d; pip install archsearch[timm]); input size and "
+                           "normalisation from the library's metadata.")(fn)
     fn = click.option("--backbone", metavar="NAME", help="A built-in backbone (see `archsearch backbones`).")(fn)
     return fn
 
@@ -186,13 +193,13 @@ def tailor(model_spec, quiet, **opts) -> None:
     Several processes: torchrun --nproc-per-node N -m archsearch tailor ...
     (DistributedDataParallel; gloo on CPU, NCCL with --device cuda; --batch-size is the total.)
     """
-    from archsearch.report import summary
+    from archsearch.api import run_config
     from archsearch.config import TailorConfig
-    from archsearch.tailor import tailor as run_tailor
+    from archsearch.report import summary
 
     opts["leaf_modules"] = tuple(opts["leaf_modules"])
     cfg = TailorConfig(model=model_spec, progress=not quiet, **opts)
-    report = run_tailor(cfg, log=lambda m: click.echo(m, err=True))
+    report = run_config(cfg, log=lambda m: click.echo(m, err=True))
     if report:  # under torchrun only rank 0 reports
         click.echo(summary(report))
 

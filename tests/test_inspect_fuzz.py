@@ -18,10 +18,13 @@ def test_inspect_gives_a_block_graph_or_a_clear_error(case, skips):
     except UserError as exc:
         message = str(exc)
         assert "\n" not in message
-        if kind == "plain":
-            assert "no residual block" in message
+        if kind == "plain":  # a chain of one convolution: nothing for a proxy to stand in for
+            assert "no residual block" in message and len(model.body) < 2
         else:
             assert kind == "untraceable" and "Untraceable" in message and "--leaf Untraceable" in message
+        return
+    if kind == "plain":  # every convolution after the first is a block of the chain
+        assert desc["universal_blocks"] == len(model.body) - 1
         return
     assert kind == "residual"
     assert desc["universal_blocks"] == len(model.blocks)

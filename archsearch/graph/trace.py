@@ -136,6 +136,14 @@ def symbolic_trace(model: nn.Module, leaf_modules: Sequence[str | type] = ()) ->
     """fx-trace ``model`` in evaluation mode, checked against a trace in training mode (see the module's
     docstring); an untraceable module, a module whose graph depends on the mode, or a leaf name that
     matches no module becomes a UserError that names it. The model's modes are left as they were."""
+    gm, difference = _traced(model, leaf_modules)
+    if difference:
+        raise UserError(difference)
+    return gm
+
+
+def _traced(model: nn.Module, leaf_modules: Sequence[str | type]) -> tuple[fx.GraphModule, str | None]:
+    """The evaluation-mode GraphModule and, where the training-mode trace differs, one line saying where."""
     known = {name for name, _ in model.named_modules()} | {type(m).__name__ for m in model.modules()}
     unknown = [leaf for leaf in leaf_modules if isinstance(leaf, str) and leaf not in known]
     if unknown:
@@ -151,15 +159,14 @@ def symbolic_trace(model: nn.Module, leaf_modules: Sequence[str | type] = ()) ->
         for m, mode in modes.items():
             m.training = mode
     difference = _mode_difference(model, graph, training)
-    if difference:
-        raise UserError(difference)
     graph._tracer_cls = None  # saved modules must unpickle with plain torch, not this tracer
     for node in graph.nodes:  # string annotations (from __future__ import annotations) break pickling
         node.type = None
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     gm.training = modes[model]
-    _note_stochastic(gm)
-    return gm
+    if not difference:
+        _note_stochastic(gm)
+    return gm, difference
 
 
 class _ShapesAndMacs(ShapeProp):
@@ -270,10 +277,7 @@ def _group(gm: fx.GraphModule, flow: list[fx.Node], cuts: list[int]) -> tuple[li
     segments = [(flow[cuts[i - 1]], flow[cuts[i - 1] + 1: cuts[i] + 1]) for i in range(1, len(cuts))]
     residual = [_is_join(seg, start) for start, seg in segments]
     if not any(residual):
-        kinds = sorted({str(n.target).split(".")[-1] if n.op == "call_module" else getattr(n.target, "__name__", str(n.target))
-                        for _, seg in segments for n in seg if n.op in ("call_module", "call_function")})
-        raise UserError(f"the model has no residual block: its {len(segments)} layers ({', '.join(kinds[:6])}) form "
-                        "one straight chain; archsearch tailors networks with skip connections (ResNet-style)")
+        return _chain(gm, segments)
     first = residual.index(True)
     stem = [n for _, seg in segments[:first] for n in seg]
     blocks: list[_Block] = []
@@ -293,6 +297,34 @@ def _group(gm: fx.GraphModule, flow: list[fx.Node], cuts: list[int]) -> tuple[li
         else:
             straight.extend(seg)
     return stem, blocks, straight
+
+
+def _chain(gm: fx.GraphModule, segments: list[tuple[fx.Node, list[fx.Node]]]
+           ) -> tuple[list[fx.Node], list[_Block], list[fx.Node]]:
+    """Stem, blocks and head of a network without any residual block (VGG, AlexNet): every layer that
+    does real work on a feature map, with the free operations after it (activation, pooling), is a
+    universal block, the first one the stem; the head starts where the maps end (flatten, global
+    pooling), or at the last such layer when no layer with parameters follows them. A chain of fewer
+    than two such layers is refused: it has no block a proxy could stand in for."""
+    layers: list[list[fx.Node]] = []
+    head: list[fx.Node] = []
+    for _, seg in segments:
+        if head or len(_shape(seg[-1]) or ()) != 3:
+            head.extend(seg)
+        elif any(node_macs(n) for n in seg) or not layers:
+            layers.append(list(seg))
+        else:
+            layers[-1].extend(seg)
+    if layers and not nodes_parameters(gm, head):
+        head = layers.pop() + head
+    if len(layers) < 2:
+        kinds = sorted({str(n.target).split(".")[-1] if n.op == "call_module" else getattr(n.target, "__name__", str(n.target))
+                        for _, seg in segments for n in seg if n.op in ("call_module", "call_function")})
+        raise UserError(f"the model has no residual block: its {len(segments)} layers ({', '.join(kinds[:6])}) form "
+                        f"one straight chain with {len(layers)} layer(s) of weights on its feature maps, too few for a "
+                        "block a proxy could stand in for; archsearch tailors networks with skip connections "
+                        "(ResNet-style) or chains of several convolutions (VGG-style)")
+    return layers[0], [_Block(nodes, residual=False) for nodes in layers[1:]], head
 
 
 def _is_post(gm: fx.GraphModule, seg: list[fx.Node], block: _Block) -> bool:
@@ -323,8 +355,21 @@ def _label(gm: fx.GraphModule, nodes: list[fx.Node], fallback: str, one_layer_pa
     return ".".join(prefix) or fallback
 
 
-def _edge_cost(gm: fx.GraphModule, nodes: list[fx.Node]) -> tuple[int, list[torch.Tensor]]:
-    return sum(node_macs(n) for n in nodes), nodes_parameters(gm, nodes)
+def _constants_feeding(nodes: list[fx.Node], on_flow: set[fx.Node]) -> list[fx.Node]:
+    """The nodes off the data flow that ``nodes`` read, directly or through each other: parameters a
+    block reads through an operation on them (a layer scale ``x * self.gamma.reshape(1, -1, 1, 1)``)."""
+    found: dict[fx.Node, None] = {}
+    todo = [a for n in nodes for a in n.all_input_nodes if a not in on_flow]
+    while todo:
+        a = todo.pop()
+        if a not in found:
+            found[a] = None
+            todo.extend(b for b in a.all_input_nodes if b not in on_flow)
+    return list(found)
+
+
+def _edge_cost(gm: fx.GraphModule, nodes: list[fx.Node], on_flow: set[fx.Node]) -> tuple[int, list[torch.Tensor]]:
+    return sum(node_macs(n) for n in nodes), nodes_parameters(gm, nodes + _constants_feeding(nodes, on_flow))
 
 
 CLASSIFIER_TYPES = (nn.Linear, nn.Conv2d)
@@ -411,6 +456,7 @@ def _classifier(gm: fx.GraphModule, head: list[fx.Node]) -> str | None:
 def build_block_graph(gm: fx.GraphModule, input_shape: Sequence[int]) -> BlockGraph:
     """Cut a shape-propagated GraphModule into a BlockGraph (no proxies yet)."""
     flow, source, result = _flow(gm)
+    on_flow = set(flow)
     # a node that yields several tensors (chunk, split) is not a boundary: no single map crosses it
     cuts = [c for c in find_cuts(flow) if _shape(flow[c]) is not None]
     stem, blocks, head = _group(gm, flow, cuts)
@@ -421,7 +467,7 @@ def build_block_graph(gm: fx.GraphModule, input_shape: Sequence[int]) -> BlockGr
     all_params: list[torch.Tensor] = []
 
     def add_edge(u: str, v: str, kind: str, name: str, nodes: list[fx.Node], out: fx.Node, **extra: Any) -> None:
-        macs, tensors = _edge_cost(gm, nodes)
+        macs, tensors = _edge_cost(gm, nodes, on_flow)
         all_params.extend(tensors)
         g.add_edge(u, v, key=kind, kind=kind, name=name, nodes=[n.name for n in nodes], in_node=g.nodes[u]["fx"],
                    out_node=out.name, in_shape=g.nodes[u]["shape"], out_shape=_shape(out), macs=macs,
@@ -474,7 +520,17 @@ def feature_map_problem(bg: BlockGraph) -> str | None:
 
 
 def trace(model: nn.Module, input_shape: Sequence[int], leaf_modules: Sequence[str | type] = ()) -> BlockGraph:
-    """Model → BlockGraph: fx trace, shape propagation on one sample, cuts into blocks."""
-    gm = symbolic_trace(model, leaf_modules)
+    """Model → BlockGraph: fx trace, shape propagation on one sample, cuts into blocks.
+
+    A model whose graph depends on the mode is refused (:func:`symbolic_trace`), unless it has no
+    convolutional feature maps at all (a Swin's attention dropout): that is the line it then gets."""
+    gm, difference = _traced(model, leaf_modules)
+    if difference:
+        try:
+            propagate_shapes(gm, input_shape)
+            problem = feature_map_problem(build_block_graph(gm, input_shape))
+        except UserError:
+            problem = None
+        raise UserError(problem or difference)
     propagate_shapes(gm, input_shape)
     return build_block_graph(gm, input_shape)

@@ -2,6 +2,8 @@
 from setuptools import find_packages, setup
 
 EXPORT = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]
+TORCHVISION = ["torchvision>=0.15"]
+TIMM = ["timm>=0.9", "safetensors>=0.3", *TORCHVISION]
 
 setup(
     name="archsearch",
@@ -26,7 +28,10 @@ setup(
     extras_require={
         # archsearch export --format onnx: torch's ONNX exporter needs onnx and onnxscript; onnxruntime runs the file
         "export": EXPORT,
-        "dev": ["pytest>=7", "hypothesis>=6", *EXPORT],  # make install: the tests export too
+        # --model torchvision:NAME / timm:NAME (model definitions only: nothing is downloaded)
+        "torchvision": TORCHVISION,
+        "timm": TIMM,
+        "dev": ["pytest>=7", "hypothesis>=6", *EXPORT, *TIMM],  # make install: the tests export and use the zoos
         "bench": ["matplotlib>=3.6"],
     },
     entry_points={"console_scripts": ["archsearch = archsearch.cli:main"]},

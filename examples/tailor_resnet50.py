@@ -19,12 +19,11 @@ def tailor_images(model, data, size=224, weights=None, epochs=None, **options):
 
 if __name__ == "__main__":
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_argument("data"), cli.add_argument("--weights"), cli.add_argument("--out", default="runs/resnet50")
-    cli.add_argument("--size", type=int, default=224), cli.add_argument("--epochs", type=int)
-    cli.add_argument("--sweep", default="auto")
+    for flag, kind, default in (("data", str, None), ("--weights", str, None), ("--out", str, "runs/resnet50"),
+                                ("--size", int, 224), ("--epochs", int, None), ("--sweep", str, "auto")):
+        cli.add_argument(flag, type=kind, default=default)
     args = cli.parse_args()
     resnet50 = archsearch.import_torchvision().models.resnet50()  # or: import torchvision
     result = tailor_images(resnet50, args.data, args.size, args.weights, args.epochs, sweep=args.sweep, out=args.out)
     print(f"{result.report['universal_blocks_kept']}/{result.report['universal_blocks_total']} blocks kept, "
-          f"{result.report['tailored_accuracy']:.2f} % test accuracy, {result.report['tailored_macs'] / 1e9:.2f} G MACs")
-    print("architecture:", result.render(f"{args.out}/architecture.svg"))
+          f"{result.report['tailored_accuracy']:.2f} % test accuracy; picture: {result.render(f'{args.out}/arch.svg')}")

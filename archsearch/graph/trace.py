@@ -32,6 +32,9 @@ UNIVERSAL_LOGIT = 2.0
 # torchvision's StochasticDepth and timm's DropPath/DropBlock2d drop residual branches at random in
 # training only; timm's norm-act layers call F.batch_norm with the mode as an argument.
 STOCHASTIC_LEAVES = ("StochasticDepth", "DropPath", "DropBlock2d")
+# A library's own subclass of a linear or convolution layer (timm's Linear, Conv2dSame, StdConv2d) is one
+# layer too, as torch's own are: kept whole, so that a classifier is found as a module.
+LAYER_LEAVES = (nn.Linear, nn.Conv2d)
 MODE_LEAVES = (*STOCHASTIC_LEAVES, "BatchNormAct2d", "SyncBatchNormAct", "FrozenBatchNormAct2d", "GroupNormAct",
                "GroupNorm1Act", "LayerNormAct", "LayerNormAct2d")
 
@@ -44,7 +47,7 @@ class _Tracer(fx.Tracer):
         self.leaf_modules = tuple(leaf_modules)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if type(m).__name__ in MODE_LEAVES:
+        if type(m).__name__ in MODE_LEAVES or isinstance(m, LAYER_LEAVES):
             return True
         for leaf in self.leaf_modules:
             if isinstance(leaf, type) and isinstance(m, leaf):

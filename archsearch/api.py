@@ -177,6 +177,7 @@ def run_config(cfg: TailorConfig, log: Callable[[str], None] | None = print, *, 
 
     if source is None:
         cfg.check()
+        torch.manual_seed(cfg.seed)  # a network built with random weights is the same one on --resume
         source = resolve_model(cfg.backbone, cfg.model, cfg.weights, cfg.input_size, trust_pickle=cfg.trust_pickle)
     problem = feature_map_problem(_trace(source.model, source.input_shape, cfg.leaf_modules))
     if problem:  # proxies would refuse it only after the teacher is fine-tuned

@@ -1,7 +1,7 @@
 """Tailor torchvision's ResNet-50 object to an ImageFolder with archsearch's Python API.
 
     python examples/tailor_resnet50.py /data/flowers --weights resnet50-11ad3fa6.pth --out runs/flowers
-    python examples/tailor_resnet50.py digits --size 32 --epochs 1 --sweep 8   # built-in data, a quick look
+    python examples/tailor_resnet50.py digits --size 32 --epochs 2 --sweep 8 --lr 1e-4  # built-in data, random weights
 """
 import argparse
 
@@ -20,10 +20,10 @@ def tailor_images(model, data, size=224, weights=None, epochs=None, **options):
 if __name__ == "__main__":
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, kind, default in (("data", str, None), ("--weights", str, None), ("--out", str, "runs/resnet50"),
-                                ("--size", int, 224), ("--epochs", int, None), ("--sweep", str, "auto")):
+                                ("--size", int, 224), ("--epochs", int, None), ("--sweep", str, "auto"), ("--lr", float, .01)):
         cli.add_argument(flag, type=kind, default=default)
-    args = cli.parse_args()
+    a = cli.parse_args()
     resnet50 = archsearch.import_torchvision().models.resnet50()  # or: import torchvision
-    result = tailor_images(resnet50, args.data, args.size, args.weights, args.epochs, sweep=args.sweep, out=args.out)
+    result = tailor_images(resnet50, a.data, a.size, a.weights, a.epochs, sweep=a.sweep, lr=a.lr, out=a.out)
     print(f"{result.report['universal_blocks_kept']}/{result.report['universal_blocks_total']} blocks kept, "
-          f"{result.report['tailored_accuracy']:.2f} % test accuracy; picture: {result.render(f'{args.out}/arch.svg')}")
+          f"{result.report['tailored_accuracy']:.2f} % test accuracy; picture: {result.render(f'{a.out}/arch.svg')}")

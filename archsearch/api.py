@@ -93,16 +93,19 @@ def input_shape(example_input: torch.Tensor | Sequence[int]) -> tuple[int, int, 
 
 
 def source_model(model: nn.Module | str, example_input: torch.Tensor | Sequence[int] | None = None, *,
-                 weights: str | Path | None = None, trust_pickle: bool = False) -> SourceModel:
+                 weights: str | Path | None = None, require_weights: bool = False,
+                 trust_pickle: bool = False) -> SourceModel:
     """The network to tailor with its input description: an ``nn.Module`` (``example_input`` required;
     ImageNet's mean and std unless the options give others) or a name: a built-in backbone
     (``"resnet50"``), ``"torchvision:NAME"``, ``"timm:NAME"`` or ``"FILE.py:FACTORY"``. ``weights``
-    (a state dict file) is loaded into it, the classifier excepted where its classes differ."""
+    (a state dict file) is loaded into it, the classifier excepted where its classes differ;
+    ``require_weights=True`` refuses a built-in backbone without them (``"resnet20"`` then takes its
+    built-in Fashion-MNIST weights), as ``archsearch tailor`` does."""
     size = ",".join(map(str, input_shape(example_input))) if example_input is not None else None
     file = str(weights) if weights is not None else None
     if isinstance(model, str):
         spec, backbone = (model, None) if ":" in model else (None, model)
-        return resolve_model(backbone, spec, file, size, require_weights=False, trust_pickle=trust_pickle)
+        return resolve_model(backbone, spec, file, size, require_weights=require_weights, trust_pickle=trust_pickle)
     if not isinstance(model, nn.Module):
         raise UserError(f"model is a {type(model).__name__}; give a torch.nn.Module or a model name")
     if size is None:
@@ -156,7 +159,8 @@ def tailor(model: nn.Module | str, train: Any, test: Any = None, *,
     from archsearch.data.objects import raw_data
 
     opts = _options(options)
-    source = source_model(model, example_input, weights=weights, trust_pickle=bool(opts.get("trust_pickle")))
+    source = source_model(model, example_input, weights=weights, require_weights=True,
+                          trust_pickle=bool(opts.get("trust_pickle")))
     data = raw_data(train, test, classes)
     shape = ",".join(map(str, source.input_shape))
     cfg = TailorConfig(out=str(out) if out is not None else tempfile.mkdtemp(prefix="archsearch-"),

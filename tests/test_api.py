@@ -106,6 +106,9 @@ def test_the_steps_one_by_one():
 def test_a_backbone_name_traces_with_its_own_input_size():
     bg = archsearch.trace("resnet20")
     assert len(bg.universal()) == 9 and bg.g.graph["input_shape"] == (3, 32, 32)
+    assert archsearch.source_model("resnet20", require_weights=True).weights.endswith("resnet20-fashion-mnist.pt")
+    with pytest.raises(UserError, match="needs --weights"):
+        archsearch.source_model("resnet50", require_weights=True)
 
 
 @pytest.mark.parametrize("call, words", [

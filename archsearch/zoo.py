@@ -123,14 +123,13 @@ def _torchvision(name: str, weights: Path | None, trust_pickle: bool) -> tuple[n
     known = tv.models.list_models(module=tv.models)
     if name not in known:
         raise _unknown("torchvision", name, known)
-    entries = list(tv.models.get_model_weights(name))
-    cached = [(w, _torch_hub_file(w.url)) for w in entries]
-    entry = next((w for w, f in cached if f is not None), None) if weights is None else None
+    entries = tv.models.get_model_weights(name)
+    entry = next((w for w in entries if _torch_hub_file(w.url)), None) if weights is None else None
     file = weights or (_torch_hub_file(entry.url) if entry is not None else None)
     if entry is not None:
         note(f"torchvision:{name} reads torchvision's cached checkpoint {file} ({entry}); pass --weights FILE "
              "to use another")
-    entry = entry or tv.models.get_model_weights(name).DEFAULT
+    entry = entry or entries.DEFAULT
     transform = entry.transforms()
     meta = {"size": transform.crop_size[0], "mean": transform.mean, "std": transform.std}
     kwargs: dict = {}

@@ -114,10 +114,13 @@ def main(debug: bool) -> None:
 @click.option("--out", metavar="DIR", help="Run directory (default: runs/<timestamp>).")
 @click.option("--skips", default="3", show_default=True, help="Proxies per block: a number or 'dense'.")
 @click.option("--gamma1", type=float,
-              help="Weight of the expected complexity E[C]  [default: the number of universal blocks, "
-                   "9 for ResNet-20, 27 for ResNet-56, 16 for ResNet-50, since E[C]'s pull on one block "
-                   "shrinks with depth; docs/design-choices.md]")
-@click.option("--gamma2", default=10.0, show_default=True, help="Weight of the teacher term Omega.")
+              help="Weight of the expected complexity E[C]  [default: a third of the number of universal "
+                   "blocks, 3 for ResNet-20, 9 for ResNet-56, since E[C]'s pull on one block shrinks with depth; "
+                   "docs/design-choices.md]")
+@click.option("--gamma2", default=10.0, show_default=True, help="Weight of the teacher term Omega in the student.")
+@click.option("--retrain-gamma2", default=1.0, show_default=True,
+              help="Weight of Omega when a pruned network is retrained (the network is fixed then: Omega only "
+                   "regularises, and at 10 it held accuracy back; docs/design-choices.md).")
 @click.option("--theta", default=0.05, show_default=True, help="Proxies with a gate under this are pruned.")
 @click.option("--theta-sweep", default="auto", show_default=True,
               help="Then, at the chosen k, retrain with larger proxy thresholds in turn while the network stays "

@@ -223,18 +223,18 @@ class Search:
         return teacher, teacher_bg, scores
 
     def _student_stage(self, key: str, name: str, module: fx.GraphModule, bg: BlockGraph, gamma1: float,
-                       targets: OmegaTeacher, length, by_objective: bool):
+                       gamma2: float, targets: OmegaTeacher, length, by_objective: bool):
         cfg = self.cfg
         if by_objective:
             def score() -> float:
                 return -validation_objective(module, bg, targets, self.loaders.val, self.device,
-                                             gamma1=gamma1, gamma2=cfg.gamma2, d=self.d)
+                                             gamma1=gamma1, gamma2=gamma2, d=self.d)
         else:
             def score() -> float:
                 return self.val_accuracy(_logits(module))
         return student_stage(key, module, bg, targets, length=length, lr=cfg.student_lr,
                              head_lr=cfg.student_lr * self.head_lr_scale, gate_lr=cfg.gate_lr, gamma1=gamma1,
-                             gamma2=cfg.gamma2, checkpoint=self.run.ckpt(key), score=score, name=name,
+                             gamma2=gamma2, checkpoint=self.run.ckpt(key), score=score, name=name,
                              chance_loss=self.chance_loss)
 
     def train_student(self, teacher: fx.GraphModule) -> tuple[BlockGraph, Trial, OmegaTeacher]:
@@ -248,8 +248,8 @@ class Search:
         student = self.place(build_module(student_bg, "student", "all"))
         if self.cfg.cost == "latency":
             self.measure_costs(student_bg)
-        self._fit(self._student_stage("student", "student", student, student_bg, self.cfg.gamma1, targets,
-                                      self.cfg.length("student"), by_objective=True))
+        self._fit(self._student_stage("student", "student", student, student_bg, self.cfg.gamma1, self.cfg.gamma2,
+                                      targets, self.cfg.length("student"), by_objective=True))
         trained_bg = read_gates(student_bg, student.state_dict())
         s = self.scores(_logits(student))
         trial = Trial(-1, s.val, trained_bg.macs(), trained_bg.params(), len(trained_bg.universal()),
@@ -286,13 +286,15 @@ class Search:
 
     def retrain(self, trained_bg: BlockGraph, targets: OmegaTeacher, k: int, theta: float | None = None) -> Trial:
         """Prune the k lowest-gated blocks and the proxies gated under theta (default ``--theta``),
-        retrain a copy of the student's proxies and classifier with gamma1 = 0, and record the result."""
+        retrain a copy of the student's proxies and classifier with gamma1 = 0 and Omega weighed by
+        ``--retrain-gamma2``, and record the result."""
         theta = self.cfg.theta if theta is None else theta
         pruned = prune(trained_bg, k, theta).with_own_task_modules()
         module = self.place(build_module(pruned, "student", "all"))
         key = f"retrain-k{k}" + (f"-theta{theta!r}" if theta != self.cfg.theta else "")  # repr: exact, unique
         name = f"retrain k={k}" + (f" theta={theta:g}" if theta != self.cfg.theta else "")
-        self._fit(self._student_stage(key, name, module, pruned, 0.0, targets, self.cfg.length("retrain"),
+        self._fit(self._student_stage(key, name, module, pruned, 0.0, self.cfg.retrain_gamma2, targets,
+                                      self.cfg.length("retrain"),
                                       by_objective=False))
         s = self.scores(_logits(module))
         trial = Trial(k, s.val, pruned.macs(), pruned.params(), len(pruned.universal()), theta,
@@ -406,7 +408,7 @@ def _tailor(cfg: TailorConfig, source: SourceModel, data, bg: BlockGraph, d: Dis
             "if it builds an untrained network, pass its pre-trained state dict with --weights")
     log(f"data: {describe(data)}; training augmentation: {data.augment}")
     log(f"gamma1: {cfg.gamma1:g} for {len(bg.universal())} universal blocks "
-        f"(default: one per block, {default_gamma1(len(bg.universal())):g})")
+        f"(default: a third of the blocks, {default_gamma1(len(bg.universal())):g})")
 
     search = Search(cfg, run, bg, data, d, log)
     fe = search.feature_extraction(data)

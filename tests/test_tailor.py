@@ -265,14 +265,14 @@ def test_report_warns_when_the_tailored_network_is_not_faster():
     assert "114.8 → 126.5 ms" in warning and "batch 32" in warning and "--theta" in warning
 
 
-def test_gamma1_defaults_to_the_number_of_universal_blocks(tiny_run):
+def test_gamma1_defaults_to_a_third_of_the_universal_blocks(tiny_run):
     import backbones
     from archsearch.graph.trace import trace
     from archsearch.config import default_gamma1
 
     report, run = tiny_run
-    assert report["config"]["gamma1"] == default_gamma1(4) == 4.0  # the tiny model has 4 universal blocks
-    assert json.loads((run / "config.json").read_text())["gamma1"] == 4.0  # resolved before it is stored
+    assert report["config"]["gamma1"] == default_gamma1(4) == 4 / 3  # the tiny model has 4 universal blocks
+    assert json.loads((run / "config.json").read_text())["gamma1"] == 4 / 3  # resolved before it is stored
     counts = {name: len(trace(backbones.get_backbone(name), (3, 32, 32)).universal()) for name in ("resnet20", "resnet56")}
     assert counts == {"resnet20": 9, "resnet56": 27}
-    assert (default_gamma1(counts["resnet20"]), default_gamma1(counts["resnet56"])) == (9.0, 27.0)
+    assert (default_gamma1(counts["resnet20"]), default_gamma1(counts["resnet56"])) == (3.0, 9.0)

@@ -240,6 +240,8 @@ def test_idx_counts_disagree(tmp_path):
     (["--theta-sweep", "0.3,0.2"], "--theta-sweep"),
     (["--tolerance", "nan"], "--tolerance"),
     (["--gamma2", "inf"], "--gamma2"),
+    (["--retrain-gamma2", "-1"], "--retrain-gamma2"),
+    (["--retrain-gamma2", "nan"], "--retrain-gamma2"),
     (["--seed", "-1"], "--seed"),
     (["--seed", str(2 ** 64)], "--seed"),
     (["--batch-size", str(2 ** 70)], "--batch-size"),

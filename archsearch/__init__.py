@@ -10,22 +10,20 @@ The Python API (:mod:`archsearch.api`), imported on first use so that ``import a
 - ``load_tasks``: many tailored tasks sharing one set of universal blocks.
 - ``import_torchvision``: torchvision's models also where its compiled operators do not load.
 
-``archsearch.tailor`` is also the pipeline's module (``from archsearch.tailor import tailor`` runs a
-``TailorConfig``): that module is callable, and calling it calls the API's ``tailor``.
+The pipeline itself, over a ``TailorConfig`` (what the command line fills), is
+:func:`archsearch.pipeline.tailor`.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
-    from archsearch.api import Tailored, build, expected_complexity, insert_proxies, prune, source_model, trace
+    from archsearch.api import Tailored, build, expected_complexity, insert_proxies, prune, source_model, tailor, trace
     from archsearch.runtime import Task
     from archsearch.zoo import import_torchvision
 
@@ -35,7 +33,7 @@ __all__ = ["Tailored", "build", "expected_complexity", "import_torchvision", "in
 
 _LAZY = {"Tailored": "archsearch.api", "build": "archsearch.api", "expected_complexity": "archsearch.api",
          "insert_proxies": "archsearch.api", "prune": "archsearch.api", "source_model": "archsearch.api",
-         "trace": "archsearch.api",
+         "trace": "archsearch.api", "tailor": "archsearch.api",
          "import_torchvision": "archsearch.zoo"}
 
 
@@ -48,31 +46,7 @@ def load_tasks(universal: str | Path | nn.Module, packs: list[str | Path], *, tr
     return _load_tasks(universal, packs, trust_pickle=trust_pickle)
 
 
-class _CallableTailorModule(types.ModuleType):
-    """The pipeline module ``archsearch.tailor``, callable as the API's :func:`archsearch.api.tailor`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Tailored:
-        from archsearch.api import tailor as api_tailor
-
-        return api_tailor(*args, **kwargs)
-
-
-class _Package(types.ModuleType):
-    """This package: its submodule ``tailor``, when imported, becomes callable (see the docstring)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "tailor" and isinstance(value, types.ModuleType):
-            value.__class__ = _CallableTailorModule
-        super().__setattr__(name, value)
-
-
 def __getattr__(name: str) -> Any:
-    if name == "tailor":
-        importlib.import_module("archsearch.tailor")  # the import sets the attribute (callable, above)
-        return sys.modules[__name__].__dict__["tailor"]
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'archsearch' has no attribute {name!r}")
-
-
-sys.modules[__name__].__class__ = _Package

@@ -177,7 +177,7 @@ def run_config(cfg: TailorConfig, log: Callable[[str], None] | None = print, *, 
     """Run the pipeline on a :class:`TailorConfig` (what ``archsearch tailor`` does), refusing a network
     without convolutional feature maps before any training; returns the report (empty on ranks other
     than 0 under torchrun). ``source``/``raw`` replace the config's network and data."""
-    from archsearch.tailor import tailor as run_pipeline
+    from archsearch.pipeline import tailor as run_pipeline
 
     if source is None:
         cfg.check()

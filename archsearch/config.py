@@ -1,5 +1,5 @@
 """Every option of a tailoring run, its defaults and its checks (``TailorConfig``): what the CLI fills
-and ``archsearch.tailor.tailor`` runs."""
+and ``archsearch.pipeline.tailor`` runs."""
 from __future__ import annotations
 
 import dataclasses

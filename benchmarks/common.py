@@ -54,7 +54,7 @@ def timed_tailor(cfg: TailorConfig, log: Callable[[str], None], fresh: bool | No
     the run (default: its directory holds no config.json yet)."""
     # Imported here, not at the top: the timing scripts need none of the training pipeline, and
     # gpu_speed.py must run on a lent GPU whose image has no graphviz.
-    from archsearch.tailor import tailor
+    from archsearch.pipeline import tailor
 
     run = Path(cfg.out)
     fresh = not (run / "config.json").exists() if fresh is None else fresh

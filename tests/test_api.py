@@ -49,12 +49,12 @@ def test_every_name_in_all_is_there():
         assert getattr(archsearch, name) is not None, name
 
 
-def test_tailor_is_callable_and_still_the_pipeline_module():
-    import archsearch.tailor as pipeline
-    from archsearch.tailor import TailorConfig, tailor as run_pipeline
+def test_tailor_is_the_api_and_the_pipeline_has_its_own_module():
+    import archsearch.api as api
+    import archsearch.pipeline as pipeline
 
-    assert callable(archsearch.tailor) and archsearch.tailor is pipeline
-    assert pipeline.tailor is run_pipeline and TailorConfig is not None
+    assert archsearch.tailor is api.tailor
+    assert callable(pipeline.tailor) and pipeline.tailor is not api.tailor
 
 
 def test_tailor_a_module_on_tensors(tmp_path):

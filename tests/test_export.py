@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from test_tailor import tiny_config
 
 from archsearch.cli import main
-from archsearch.tailor import tailor
+from archsearch.pipeline import tailor
 
 TOLERANCE = 1e-4
 

@@ -12,7 +12,7 @@ LAYERS = {
     "graph": 1, "nn": 2, "passes": 3,
     "complexity": 4, "train": 4, "data": 4, "io": 4,
     "config": 5, "rundir": 5, "select": 5, "advice": 5, "inspect": 5, "render": 5, "check": 5,
-    "tailor": 6,
+    "pipeline": 6,
     "report": 7, "compare": 7, "packs": 7, "runtime": 7, "pretrain": 7, "export": 7, "api": 7,
     "cli": 8, "__main__": 9, "__init__": 9,
 }

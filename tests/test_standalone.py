@@ -13,7 +13,7 @@ import torch
 
 from test_tailor import tiny_config
 
-from archsearch.tailor import tailor
+from archsearch.pipeline import tailor
 
 # Run in a fresh interpreter, isolated (-I: no PYTHONPATH, no user site, no script folder on the path),
 # from "/", with archsearch and backbones made unimportable before torch.load.

@@ -10,7 +10,7 @@ import torch
 
 from archsearch.errors import UserError
 from archsearch.io.checkpoint import load_checkpoint
-from archsearch.tailor import TailorConfig, tailor
+from archsearch.pipeline import TailorConfig, tailor
 from tinytask import USER_MODEL, tiny_data as _tiny_data
 
 
@@ -174,7 +174,7 @@ def test_task_pack_is_data_only(tiny_run):
 def test_a_teacher_no_better_than_feature_extraction_fails_the_run_with_its_report(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    import archsearch.tailor as tailor_module
+    import archsearch.pipeline as tailor_module
     from archsearch.cli import main
     from archsearch.errors import RunFailed
 
@@ -247,7 +247,7 @@ def test_latency_command_times_a_finished_run_again(tiny_run):
 def test_a_tailored_network_measured_slower_is_reported(tiny_run, tmp_path, monkeypatch):
     import shutil
 
-    import archsearch.tailor as tailor_module
+    import archsearch.pipeline as tailor_module
 
     report, run = tiny_run
     copy = tmp_path / "run"

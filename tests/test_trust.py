@@ -10,7 +10,7 @@ import torch
 
 from archsearch.errors import RunFailed
 from archsearch.io.checkpoint import load_checkpoint
-from archsearch.tailor import TailorConfig, tailor
+from archsearch.pipeline import TailorConfig, tailor
 from tinytask import USER_MODEL
 
 # A residual network without batch norm: its activations scale with its first convolution's weights.

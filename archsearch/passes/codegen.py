@@ -32,6 +32,7 @@ from archsearch.graph.blockgraph import INPUT, OUTPUT, BlockGraph, Edge
 from archsearch.graph.gates import alphas, gated_in_edges
 from archsearch.nn.fold import Step, fold_proxy
 from archsearch.nn.proxy import HalvingMaxPool, Proxy, pool_key
+from archsearch.passes.drop_identities import drop_identities
 
 _ALL = slice(None)
 # Results of a slim node's sum that nothing else reads, so the ReLU after it may work in place.
@@ -355,7 +356,10 @@ def build_module(bg: BlockGraph, mode: str = "student", returns: str = "all",
     else:
         em.graph.output(values[OUTPUT])
     em.graph.lint()
-    return fx.GraphModule(em.root, em.graph, "Student" if mode == "student" else "Tailored")
+    gm = fx.GraphModule(em.root, em.graph, "Student" if mode == "student" else "Tailored")
+    if slim:
+        drop_identities(gm)  # drop-path and the like: identities in evaluation, foreign classes in a file
+    return gm
 
 
 def read_gates(bg: BlockGraph, state: Mapping[str, torch.Tensor]) -> BlockGraph:

@@ -21,5 +21,7 @@ system-deps:
 test:
 	$(PYTHON) -m pytest -q
 
+# the self-contained benchmarks of docs/results.md (the tailoring runs take hours: benchmarks/tailor_runs.py)
 bench:
-	$(PYTHON) benchmarks/slim_speed.py
+	$(PYTHON) benchmarks/complexity_speed.py
+	$(PYTHON) benchmarks/export_check.py

@@ -67,10 +67,12 @@ def runs(work: Path) -> dict[str, list[str]]:
     }
 
 
-def _wall_minutes(run: Path) -> float:
-    """From the first checkpoint (feature extraction, seconds after the start) to the report."""
-    first = min(p.stat().st_mtime for p in (run / "checkpoints").iterdir())
-    return ((run / "report.json").stat().st_mtime - first) / 60
+def _minutes(report: dict) -> str:
+    """Minutes of each stage this run's own process trained (a stage read back from a checkpoint
+    made by an earlier process has no time here)."""
+    seconds = report.get("stage_seconds", {})
+    names = (("teacher", "teacher"), ("student", "student"), ("sweep", "sweep"), ("theta_sweep", "theta sweep"))
+    return ", ".join(f"{label} {seconds[key] / 60:.0f}" for key, label in names if key in seconds)
 
 
 def _pct(scores: dict) -> str:
@@ -90,7 +92,7 @@ def row(name: str, run: Path) -> str:
             f"k={r['chosen_k']}, {r['universal_blocks_kept']}/{r['universal_blocks_total']} blocks, "
             f"{r['tailored_macs'] / r['original_macs']:.1%} of the MACs; "
             f"{'within' if r['within_tolerance'] else '**not within**'} {r['tolerance']} (validation) | "
-            f"{stages} | {_wall_minutes(run):.0f} min |")
+            f"{stages} | {_minutes(r)} |")
 
 
 def main() -> None:
@@ -108,7 +110,7 @@ def main() -> None:
              "Accuracies are validation / test (percent); every choice read validation. Stage epochs: teacher / "
              "student / each retraining of the sweep.", "",
              "| run (train / validation / test images) | feature extraction | teacher | student | tailored | "
-             "pick | stage epochs | wall |", "|---|---|---|---|---|---|---|---|"]
+             "pick | stage epochs | minutes per stage |", "|---|---|---|---|---|---|---|---|"]
     commands = []
     for name, options in chosen.items():
         run = args.workdir / name

@@ -6,9 +6,12 @@ TORCH_PIP_ARGS ?=
 
 .PHONY: install system-deps test bench
 
+# The extras are installed beside the torch already there, pinned to its version: an unpinned
+# torchvision (an extra) would otherwise bring the newest torch it was built for (a CUDA build of GBs).
+
 install: system-deps
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0" $(TORCH_PIP_ARGS)
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev]" "torch==$$($(PYTHON) -c "import torch; print(torch.__version__.split('+')[0])")"
 
 # Graphviz's dot (for pictures) and Fashion-MNIST come from Debian; installed only when root.
 system-deps:

@@ -11,7 +11,7 @@ The Python API (:mod:`archsearch.api`), imported on first use so that ``import a
 - ``import_torchvision``: torchvision's models also where its compiled operators do not load.
 
 The pipeline itself, over a ``TailorConfig`` (what the command line fills), is
-:func:`archsearch.pipeline.tailor`.
+:func:`archsearch.pipeline.run.tailor`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
     from archsearch.api import Tailored, build, expected_complexity, insert_proxies, prune, source_model, tailor, trace
-    from archsearch.runtime import Task
-    from archsearch.zoo import import_torchvision
+    from archsearch.runtime.tasks import Task
+    from archsearch.sources.zoo import import_torchvision
 
 __version__ = "0.1.0"
 __all__ = ["Tailored", "build", "expected_complexity", "import_torchvision", "insert_proxies", "load_tasks", "prune",
@@ -34,14 +34,14 @@ __all__ = ["Tailored", "build", "expected_complexity", "import_torchvision", "in
 _LAZY = {"Tailored": "archsearch.api", "build": "archsearch.api", "expected_complexity": "archsearch.api",
          "insert_proxies": "archsearch.api", "prune": "archsearch.api", "source_model": "archsearch.api",
          "trace": "archsearch.api", "tailor": "archsearch.api",
-         "import_torchvision": "archsearch.zoo"}
+         "import_torchvision": "archsearch.sources.zoo"}
 
 
 def load_tasks(universal: str | Path | nn.Module, packs: list[str | Path], *, trust_pickle: bool = False) -> list[Task]:
-    """Load shared universal blocks once and one module per task pack (see :mod:`archsearch.runtime`;
+    """Load shared universal blocks once and one module per task pack (see :mod:`archsearch.runtime.tasks`;
     imported on call, so ``import archsearch`` stays light). ``trust_pickle=True`` also reads the
     pickled formats (a user's own layer classes, older runs): only for files you trust."""
-    from archsearch.runtime import load_tasks as _load_tasks
+    from archsearch.runtime.tasks import load_tasks as _load_tasks
 
     return _load_tasks(universal, packs, trust_pickle=trust_pickle)
 

@@ -29,8 +29,8 @@ import torch.fx as fx
 import torch.nn as nn
 
 import backbones
-from archsearch.complexity import expected_complexity as _expected_complexity
-from archsearch.config import TailorConfig
+from archsearch.train.complexity import expected_complexity as _expected_complexity
+from archsearch.pipeline.config import TailorConfig
 from archsearch.data.raw import RawData
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph, Edge
@@ -38,7 +38,7 @@ from archsearch.graph.gates import alphas
 from archsearch.graph.trace import feature_map_problem
 from archsearch.graph.trace import trace as _trace
 from archsearch.io.jsonfile import read_json_dict
-from archsearch.models import IMAGENET_MEAN, IMAGENET_STD, SourceModel, resolve_model
+from archsearch.sources.models import IMAGENET_MEAN, IMAGENET_STD, SourceModel, resolve_model
 from archsearch.passes.codegen import build_module
 from archsearch.passes.insert_proxies import insert_proxies as _insert_proxies
 from archsearch.passes.prune import prune as _prune
@@ -76,8 +76,8 @@ class Tailored:
 
     def render(self, path: str | Path, **options: Any) -> Path:
         """Draw the tailored architecture (Fig. 4 of the paper) to ``path`` (.svg, .png, .pdf or .dot);
-        ``options`` as :func:`archsearch.render.to_dot` (``show_removed=True``, ``row_blocks=…``)."""
-        from archsearch.render import load_architecture, render, to_dot
+        ``options`` as :func:`archsearch.render.draw.to_dot` (``show_removed=True``, ``row_blocks=…``)."""
+        from archsearch.render.draw import load_architecture, render, to_dot
 
         return render(to_dot(load_architecture(self.run_dir), **options), path)
 
@@ -177,7 +177,7 @@ def run_config(cfg: TailorConfig, log: Callable[[str], None] | None = print, *, 
     """Run the pipeline on a :class:`TailorConfig` (what ``archsearch tailor`` does), refusing a network
     without convolutional feature maps before any training; returns the report (empty on ranks other
     than 0 under torchrun). ``source``/``raw`` replace the config's network and data."""
-    from archsearch.pipeline import tailor as run_pipeline
+    from archsearch.pipeline.run import tailor as run_pipeline
 
     if source is None:
         cfg.check()

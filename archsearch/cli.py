@@ -7,7 +7,7 @@ from typing import Callable
 
 import click
 
-from archsearch.allocator import keep_freed_memory
+from archsearch.platform.allocator import keep_freed_memory
 from archsearch.errors import RunFailed, UserError
 
 
@@ -197,8 +197,8 @@ def tailor(model_spec, quiet, **opts) -> None:
     (DistributedDataParallel; gloo on CPU, NCCL with --device cuda; --batch-size is the total.)
     """
     from archsearch.api import run_config
-    from archsearch.config import TailorConfig
-    from archsearch.report import summary
+    from archsearch.pipeline.config import TailorConfig
+    from archsearch.pipeline.summary import summary
 
     opts["leaf_modules"] = tuple(opts["leaf_modules"])
     cfg = TailorConfig(model=model_spec, progress=not quiet, **opts)
@@ -215,8 +215,8 @@ def tailor(model_spec, quiet, **opts) -> None:
 @user_errors
 def inspect(backbone, model_spec, weights, input_size, leaf_modules, skips, as_json, trust_pickle) -> None:
     """Print the block graph of a network: blocks, shapes, MACs and parameters."""
-    from archsearch.inspect import inspect_model, table
-    from archsearch.models import resolve_model
+    from archsearch.tools.inspect import inspect_model, table
+    from archsearch.sources.models import resolve_model
 
     source = resolve_model(backbone, model_spec, weights, input_size, require_weights=False,
                            trust_pickle=trust_pickle)
@@ -245,7 +245,7 @@ def pretrain(backbone, data, epochs, batch_size, lr, seed, train_limit, output, 
     The built-in default's weights came from this command, with the options in
     docs/pretrained-weights.md (5 epochs on 20,000 Fashion-MNIST images).
     """
-    from archsearch.pretrain import pretrain as run_pretrain
+    from archsearch.tools.pretrain import pretrain as run_pretrain
 
     result = run_pretrain(backbone, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                           train_limit=train_limit, output=output, device=device, progress=not quiet)
@@ -264,8 +264,8 @@ def predict(universal, packs, top, images, trust_pickle) -> None:
 
     IMAGES are image files or folders of them (searched recursively).
     """
-    from archsearch.packs import image_files, predict as run_predict
-    from archsearch.runtime import load_tasks
+    from archsearch.runtime.packs import image_files, predict as run_predict
+    from archsearch.runtime.tasks import load_tasks
 
     tasks = load_tasks(universal, list(packs), trust_pickle=trust_pickle)
     for line in run_predict(tasks, image_files(list(images)), top):
@@ -284,8 +284,8 @@ def packs(universal, packs, trust_pickle) -> None:
     """
     from pathlib import Path
 
-    from archsearch.packs import pack_table
-    from archsearch.runtime import load_tasks
+    from archsearch.runtime.packs import pack_table
+    from archsearch.runtime.tasks import load_tasks
 
     tasks = load_tasks(universal, list(packs), trust_pickle=trust_pickle)
     click.echo(pack_table(Path(universal), tasks, [Path(p) for p in packs]))
@@ -310,7 +310,7 @@ def latency(run_dir, batches, threads, rounds, repeats, device, as_json, trust_p
     """Time a finished run's original and tailored networks side by side on this machine."""
     from pathlib import Path
 
-    from archsearch.compare import compare, parse_counts, table
+    from archsearch.runtime.compare import compare, parse_counts, table
 
     result = compare(Path(run_dir), parse_counts(batches, "--batches"),
                      parse_counts(threads, "--threads", allow_zero=True), rounds, repeats, device,
@@ -334,7 +334,7 @@ def export(run_dir, fmt, output, trust_pickle) -> None:
     """
     from pathlib import Path
 
-    from archsearch.export import export as run_export
+    from archsearch.runtime.export import export as run_export
 
     click.echo(str(run_export(Path(run_dir), fmt, Path(output) if output else None, trust_pickle=trust_pickle)))
 
@@ -358,8 +358,8 @@ def render_cmd(targets, out, show_removed, row_blocks, compact, backbone, model_
     TARGET is a run directory, an architecture.json or a tailored .pt. With --backbone/--model and no
     TARGET it draws the untrained student: every candidate proxy, gates at their initial values.
     """
-    from archsearch.models import resolve_model
-    from archsearch.render import load_architecture, render, stack_dot, student_architecture, to_dot
+    from archsearch.sources.models import resolve_model
+    from archsearch.render.draw import load_architecture, render, stack_dot, student_architecture, to_dot
 
     if targets:
         archs = [load_architecture(t) for t in targets]

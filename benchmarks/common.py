@@ -17,18 +17,18 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 import backbones
-from archsearch.allocator import keep_freed_memory
-from archsearch.compare import load_run
+from archsearch.platform.allocator import keep_freed_memory
+from archsearch.runtime.compare import load_run
 from archsearch.errors import UserError
 from archsearch.graph.trace import trace
 from archsearch.io.atomic import atomic_write_text
-from archsearch.layout import layout_named
+from archsearch.platform.memory_format import layout_named
 from archsearch.passes.codegen import build_module, gate_target, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.prune import prune
 
 if TYPE_CHECKING:
-    from archsearch.config import TailorConfig
+    from archsearch.pipeline.config import TailorConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -133,7 +133,7 @@ def sweep_summary(report: dict) -> str:
 
 
 def set_allocator(glibc_defaults: bool = False) -> str:
-    """Keep freed memory, as the archsearch command does (archsearch/allocator.py), unless asked not
+    """Keep freed memory, as the archsearch command does (archsearch/platform/allocator.py), unless asked not
     to; returns the setting in words for the table."""
     if glibc_defaults:
         return "glibc defaults"

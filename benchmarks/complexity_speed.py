@@ -21,9 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import backbones  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
-from archsearch.complexity import Complexity  # noqa: E402
+from archsearch.train.complexity import Complexity  # noqa: E402
 from archsearch.graph.classifier import replace_classifier  # noqa: E402
 from archsearch.train.stages import OmegaTeacher, student_stage, teacher_stage  # noqa: E402
 from archsearch.train.loop import Length  # noqa: E402

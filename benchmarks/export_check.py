@@ -6,7 +6,7 @@ computation, not accuracy) with a 10-class classifier, through the real passes: 
 replace_classifier, insert_proxies, gates drawn at random, every batch-norm's statistics taken from
 two batches of random images (so that logits vary from image to image), read_gates/prune with ``--k``
 blocks removed, and the slim module emitted channels-last, as a run emits it. Exports it as archsearch
-export does (archsearch/export.py: a torch.export program with a dynamic batch, and ONNX opset 18
+export does (archsearch/runtime/export.py: a torch.export program with a dynamic batch, and ONNX opset 18
 through torch's dynamo exporter), then at batch 1 and 8 compares the ONNX model under onnxruntime
 and the reloaded ExportedProgram with the slim module (max absolute difference of the logits, bar
 1e-4), and times the slim module (torch, eager), the ExportedProgram and onnxruntime on the CPU:
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
 from benchmarks.common import at_least_one, provenance, set_allocator, write_doc  # noqa: E402
-from archsearch.export import OPSET, export_program, onnx_model_bytes  # noqa: E402
+from archsearch.runtime.export import OPSET, export_program, onnx_model_bytes  # noqa: E402
 from archsearch.graph.classifier import replace_classifier  # noqa: E402
 from archsearch.graph.trace import trace  # noqa: E402
 from archsearch.passes.codegen import build_module, read_gates  # noqa: E402

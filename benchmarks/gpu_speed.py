@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
 from benchmarks.common import at_least_one, blocks_replaced, provenance, set_allocator, write_doc  # noqa: E402
-from archsearch.latency import interleaved_latency  # noqa: E402
-from archsearch.layout import DEPLOYMENT_LAYOUT, layout_name  # noqa: E402
+from archsearch.platform.latency import interleaved_latency  # noqa: E402
+from archsearch.platform.memory_format import DEPLOYMENT_LAYOUT, layout_name  # noqa: E402
 
 
 def main() -> None:

@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import (at_least_one, chosen, load_pair, provenance, run_layout, set_allocator,  # noqa: E402
                                write_doc)
-from archsearch.compare import parse_counts  # noqa: E402
+from archsearch.runtime.compare import parse_counts  # noqa: E402
 from archsearch.errors import UserError  # noqa: E402
-from archsearch.latency import latency_rounds  # noqa: E402
-from archsearch.layout import layout_name  # noqa: E402
+from archsearch.platform.latency import latency_rounds  # noqa: E402
+from archsearch.platform.memory_format import layout_name  # noqa: E402
 
 BATCHES = (1, 32, 64)
 

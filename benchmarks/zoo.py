@@ -2,7 +2,7 @@
 
 For every torchvision classification model and the smallest model of each timm family named below,
 with random weights (nothing is downloaded): trace, universal blocks, MACs and parameters against
-torch's own counters, and one tailoring step (archsearch/check.py: student forward and backward,
+torch's own counters, and one tailoring step (archsearch/tools/check.py: student forward and backward,
 prune half the blocks under random gates, slim build, slim module against the pruned student).
 Inputs are small (64 px, or the smallest of 96, 128, 224 a model runs at) to fit 2 CPU cores. Results
 are kept in a cache, so an interrupted run goes on where it stopped. Writes docs/zoo.md.
@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import backbones  # noqa: E402
-from archsearch.check import TOLERANCE, check_model  # noqa: E402
+from archsearch.tools.check import TOLERANCE, check_model  # noqa: E402
 from archsearch.errors import UserError  # noqa: E402
 from archsearch.graph.trace import trace  # noqa: E402
 from archsearch.io.atomic import atomic_write_text  # noqa: E402
-from archsearch.zoo import import_timm, import_torchvision, zoo_model  # noqa: E402
+from archsearch.sources.zoo import import_timm, import_torchvision, zoo_model  # noqa: E402
 from benchmarks.common import provenance, set_allocator, write_doc  # noqa: E402
 
 # The smallest model of each timm family the issue names (timm 1.0: by parameters).

@@ -9,7 +9,7 @@ import pytest
 # 4 MiB output is 1,024 pages, each faulted in again whenever the freed output went back to the kernel.
 _PROBE = """
 import resource, sys, torch
-from archsearch.allocator import keep_freed_memory
+from archsearch.platform.allocator import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "kept" else None
 conv, x = torch.nn.Conv2d(16, 16, 3, padding=1), torch.randn(64, 16, 32, 32)
 with torch.no_grad():

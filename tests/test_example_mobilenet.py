@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from archsearch.graph.trace import trace
-from archsearch.models import load_factory
+from archsearch.sources.models import load_factory
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = f"{ROOT / 'examples' / 'mobilenet_v2.py'}:build"

@@ -6,7 +6,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archsearch.complexity import expected_complexity
+from archsearch.train.complexity import expected_complexity
 from archsearch.graph.cost import module_macs
 from archsearch.graph.trace import trace
 from archsearch.passes.codegen import build_module, gate_tensors, read_gates
@@ -271,7 +271,7 @@ def _loop_expected_complexity(bg, alpha):
 @SETTINGS
 @given(net=rand_nets(), skips=st.sampled_from([1, 2, "dense"]), seed=st.integers(0, 1000))
 def test_compiled_expected_complexity_equals_the_loop_form_in_value_and_gradient(net, skips, seed):
-    from archsearch.complexity import Complexity, gate_vector
+    from archsearch.train.complexity import Complexity, gate_vector
 
     bg = insert_proxies(trace(net, INPUT), skips)
     student = build_module(bg, "student")

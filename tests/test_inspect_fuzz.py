@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archsearch.errors import UserError
-from archsearch.inspect import inspect_model
+from archsearch.tools.inspect import inspect_model
 from randnets import any_models
 
 

@@ -3,7 +3,7 @@ import time
 
 import torch
 
-import archsearch.latency as latency
+import archsearch.platform.latency as latency
 
 
 def test_models_alternate_pass_by_pass_and_warm_up_is_not_timed():

@@ -8,12 +8,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "archsearch"
 
 # Lower numbers sit lower: a module may import its own layer or lower ones, never higher.
 LAYERS = {
-    "errors": 0, "allocator": 0, "device": 0, "layout": 0, "latency": 0, "models": 0, "notes": 0, "zoo": 0,
+    "errors": 0, "notes": 0, "platform": 0, "sources": 0,
     "graph": 1, "nn": 2, "passes": 3,
-    "complexity": 4, "train": 4, "data": 4, "io": 4,
-    "config": 5, "rundir": 5, "select": 5, "advice": 5, "inspect": 5, "render": 5, "check": 5,
+    "train": 4, "data": 4, "io": 4,
+    "render": 5,
     "pipeline": 6,
-    "report": 7, "compare": 7, "packs": 7, "runtime": 7, "pretrain": 7, "export": 7, "api": 7,
+    "runtime": 7, "tools": 7, "api": 7,
     "cli": 8, "__main__": 9, "__init__": 9,
 }
 

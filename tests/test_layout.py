@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from archsearch.layout import layout_name, layout_named, refused_layout
+from archsearch.platform.memory_format import layout_name, layout_named, refused_layout
 
 
 class _ViewHead(nn.Module):

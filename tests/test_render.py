@@ -19,14 +19,14 @@ import pytest
 import torch
 
 import backbones
-from archsearch import render as render_mod
+from archsearch.render import draw as render_mod
 from archsearch.errors import UserError
 from archsearch.graph.serialize import ARCHITECTURE_ATTR, architecture_dict
 from archsearch.graph.trace import trace
 from archsearch.passes.codegen import build_module, gate_target, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.prune import prune
-from archsearch.render import load_architecture, render, si, stack_dot, to_dot
+from archsearch.render.draw import load_architecture, render, si, stack_dot, to_dot
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 REGEN = os.environ.get("ARCHSEARCH_REGEN_GOLDEN") == "1"

@@ -75,9 +75,9 @@ def test_sigkill_in_stage_then_resume_completes(tmp_path, stage, uninterrupted):
 def test_resume_refuses_changed_weights_or_data_and_a_new_run_refuses_old_checkpoints(tmp_path):
     from dataclasses import replace
 
-    from archsearch.config import TailorConfig
+    from archsearch.pipeline.config import TailorConfig
     from archsearch.errors import UserError
-    from archsearch.rundir import RunDir
+    from archsearch.pipeline.rundir import RunDir
 
     cfg = TailorConfig(out=str(tmp_path / "run"), data="digits")
     inputs = {"universal_sha256": "a" * 64, "data_sha256": "b" * 64}
@@ -98,8 +98,8 @@ def test_a_run_names_its_model_file_absolutely_and_resumes_one_named_relatively(
     import json
     from dataclasses import replace
 
-    from archsearch.config import TailorConfig
-    from archsearch.rundir import RunDir
+    from archsearch.pipeline.config import TailorConfig
+    from archsearch.pipeline.rundir import RunDir
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m.py").write_text("def build():\n    pass\n")

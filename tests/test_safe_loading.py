@@ -22,7 +22,7 @@ from archsearch.io.pack import PACK_FORMAT, UNIVERSAL_FORMAT, write_pack, write_
 from archsearch.passes.codegen import build_module, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.prune import prune
-from archsearch.runtime import load_tasks
+from archsearch.runtime.tasks import load_tasks
 from randnets import BlockSpec, RandNet, rand_nets, randomize_batchnorm
 
 INPUT = (3, 8, 8)
@@ -259,7 +259,7 @@ def test_a_network_with_a_layer_of_its_own_gets_pickled_files_that_need_trust(tm
     write_universal(bg.gm, classifier, tmp_path / "universal.pt")
     stored = torch.load(tmp_path / "universal.pt", weights_only=False)
     assert stored["format"] == "archsearch-universal/1" and "Scale" in stored["pickled_because"]
-    from archsearch.runtime import load_universal
+    from archsearch.runtime.tasks import load_universal
 
     with pytest.raises(UserError) as info:
         load_universal(tmp_path / "universal.pt")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from archsearch.select import Trial, accuracy_floor, bisect_k, choose, first_k
+from archsearch.pipeline.select import Trial, accuracy_floor, bisect_k, choose, first_k
 
 
 @given(st.integers(0, 60), st.integers(1, 60))
@@ -73,7 +73,7 @@ def test_theta_sweep_values():
     import pytest
 
     from archsearch.errors import UserError
-    from archsearch.config import TailorConfig, parse_theta_sweep
+    from archsearch.pipeline.config import TailorConfig, parse_theta_sweep
 
     assert parse_theta_sweep("auto", 0.05) == [0.15, 0.25]
     assert parse_theta_sweep("auto", 0.2) == [0.25]          # a larger --theta keeps working with the default

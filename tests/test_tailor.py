@@ -154,7 +154,7 @@ def test_task_pack_is_data_only(tiny_run):
     """A pack holds tensors, its graph as JSON and metadata, no code and no pickled module: it loads
     with weights_only=True, and so does universal.pt."""
     from archsearch.io.pack import PACK_FORMAT, UNIVERSAL_FORMAT, unpack_tensors
-    from archsearch.runtime import load_universal
+    from archsearch.runtime.tasks import load_universal
 
     _, run = tiny_run
     pack = torch.load(run / "task.pack", weights_only=True)
@@ -174,18 +174,18 @@ def test_task_pack_is_data_only(tiny_run):
 def test_a_teacher_no_better_than_feature_extraction_fails_the_run_with_its_report(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    import archsearch.pipeline as tailor_module
+    import archsearch.pipeline.search as search_module
     from archsearch.cli import main
     from archsearch.errors import RunFailed
 
-    real = tailor_module.Search.fine_tune_teacher
+    real = search_module.Search.fine_tune_teacher
 
     def no_better(self):  # the teacher scores under what feature extraction scored on validation
         teacher, teacher_bg, _ = real(self)
         fe = load_checkpoint(self.run.ckpt("feature-extraction"))
-        return teacher, teacher_bg, tailor_module.Scores(fe["val"] - 1, fe["test"])
+        return teacher, teacher_bg, search_module.Scores(fe["val"] - 1, fe["test"])
 
-    monkeypatch.setattr(tailor_module.Search, "fine_tune_teacher", no_better)
+    monkeypatch.setattr(search_module.Search, "fine_tune_teacher", no_better)
     with pytest.raises(RunFailed, match="no better than feature extraction"):
         tailor(tiny_config(tmp_path), log=lambda m: None)
     report = json.loads((tmp_path / "run" / "report.json").read_text())
@@ -247,18 +247,18 @@ def test_latency_command_times_a_finished_run_again(tiny_run):
 def test_a_tailored_network_measured_slower_is_reported(tiny_run, tmp_path, monkeypatch):
     import shutil
 
-    import archsearch.pipeline as tailor_module
+    import archsearch.pipeline.artifacts as artifacts_module
 
     report, run = tiny_run
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    monkeypatch.setattr(tailor_module, "median_latency", lambda *a, **k: {"original": 0.010, "tailored": 0.012})
+    monkeypatch.setattr(artifacts_module, "median_latency", lambda *a, **k: {"original": 0.010, "tailored": 0.012})
     again = tailor(resumed(report, copy), log=lambda m: None)
     assert any("not faster than the original" in w and "10.0 → 12.0 ms" in w for w in again["warnings"])
 
 
 def test_report_warns_when_the_tailored_network_is_not_faster():
-    from archsearch.advice import not_faster
+    from archsearch.pipeline.advice import not_faster
 
     assert not_faster({"batch32": {"original": 0.0200, "tailored": 0.0150}}) is None
     warning = not_faster({"batch32": {"original": 0.1148, "tailored": 0.1265}})
@@ -268,7 +268,7 @@ def test_report_warns_when_the_tailored_network_is_not_faster():
 def test_gamma1_defaults_to_a_third_of_the_universal_blocks(tiny_run):
     import backbones
     from archsearch.graph.trace import trace
-    from archsearch.config import default_gamma1
+    from archsearch.pipeline.config import default_gamma1
 
     report, run = tiny_run
     assert report["config"]["gamma1"] == default_gamma1(4) == 4 / 3  # the tiny model has 4 universal blocks

@@ -11,11 +11,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 import archsearch
-from archsearch.check import check_model
+from archsearch.tools.check import check_model
 from archsearch.cli import main
 from archsearch.errors import UserError
 from archsearch.graph.trace import trace
-from archsearch.zoo import import_timm, import_torchvision, zoo_model
+from archsearch.sources.zoo import import_timm, import_torchvision, zoo_model
 
 ROOT = Path(__file__).resolve().parents[1]
 INAT = ROOT.parent / "shared" / "data" / "inat-mobilenetv2"

@@ -7,7 +7,7 @@ biases, classifier) in one buffer, the tailored network's fx graph as JSON (each
 target as a qualified name, its arguments with node references encoded), which universal modules
 and tensors it uses, the classes, the preprocessing and the digest of the universal tensors it was
 tailored against. Neither file holds code or a pickled object: both load with
-``torch.load(..., weights_only=True)``, and :mod:`archsearch.runtime` rebuilds the modules from an
+``torch.load(..., weights_only=True)``, and :mod:`archsearch.runtime.tasks` rebuilds the modules from an
 allowlist of ``torch.nn`` classes and regenerates the forward from the graph, resolving its targets
 only from an allowlist (torch operations, ``torch.nn.functional``, ``operator``, Tensor methods;
 ``call_module`` only on the universal modules, ``get_attr`` only on the pack's and the universal

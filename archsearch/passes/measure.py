@@ -24,8 +24,8 @@ import torch.nn as nn
 
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph, Edge
-from archsearch.latency import interleaved_latency
-from archsearch.layout import deployable_layout, training_layout
+from archsearch.platform.latency import interleaved_latency
+from archsearch.platform.memory_format import deployable_layout, training_layout
 
 
 def _sync(device: torch.device) -> None:

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
-from archsearch.layout import training_layout
+from archsearch.platform.memory_format import training_layout
 from archsearch.train.distributed import SINGLE, Dist, all_reduce_sum, barrier, wrap
 
 # (model to call, images, labels) -> (loss, logits, extra scalars to show); the model is the stage's

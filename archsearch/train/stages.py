@@ -10,7 +10,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from archsearch.complexity import Complexity
+from archsearch.train.complexity import Complexity
 from archsearch.graph.blockgraph import BlockGraph
 from archsearch.passes.codegen import GATES
 from archsearch.passes.fold_bn import fold_frozen_batchnorms

@@ -20,7 +20,7 @@ from archsearch.graph.trace import trace  # noqa: E402
 from archsearch.passes.codegen import build_module, gate_target, read_gates  # noqa: E402
 from archsearch.passes.insert_proxies import insert_proxies  # noqa: E402
 from archsearch.passes.prune import prune  # noqa: E402
-from archsearch.render import render, stack_dot, to_dot  # noqa: E402
+from archsearch.render.draw import render, stack_dot, to_dot  # noqa: E402
 
 
 def student(backbone: str, side: int):

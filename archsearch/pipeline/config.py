@@ -1,14 +1,14 @@
 """Every option of a tailoring run, its defaults and its checks (``TailorConfig``): what the CLI fills
-and ``archsearch.pipeline.tailor`` runs."""
+and ``archsearch.pipeline.run.tailor`` runs."""
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass
 
-from archsearch.device import check_device
+from archsearch.platform.device import check_device
 from archsearch.errors import UserError
-from archsearch.models import absolute_model_spec
+from archsearch.sources.models import absolute_model_spec
 from archsearch.passes.insert_proxies import parse_skips
 from archsearch.train.loop import Length
 

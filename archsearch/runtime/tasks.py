@@ -22,7 +22,7 @@ from archsearch.errors import UserError
 from archsearch.io.pack import (PACK_FORMAT, PACK_FORMAT_CODE, PACK_FORMAT_MODULE, UNIVERSAL_FORMAT,
                                 UNIVERSAL_FORMAT_PICKLED, NotData, build_module_from_spec, forward_namespace,
                                 graph_from_data, tensor_digest, unpack_tensors)
-from archsearch.layout import layout_named
+from archsearch.platform.memory_format import layout_named
 from backbones import TRUST_FLAG, pickle_reason
 
 PICKLED_FORMATS = (UNIVERSAL_FORMAT_PICKLED, PACK_FORMAT_MODULE, PACK_FORMAT_CODE)

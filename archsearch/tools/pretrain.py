@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 import backbones
-from archsearch.config import check_batch_size, check_seed
+from archsearch.pipeline.config import check_batch_size, check_seed
 from archsearch.data import load_task_data
-from archsearch.device import check_device
+from archsearch.platform.device import check_device
 from archsearch.errors import UserError
 from archsearch.io.atomic import atomic_torch_save, check_writable
 from archsearch.train.loop import Length, Stage, evaluate, run_stage

@@ -1,17 +1,13 @@
-"""The NetTailor pipeline, as one function over a config object.
+"""The search: feature extraction, teacher, student and the sweep of pruned networks, on one run's data.
 
-trace → BlockGraph → new classifier → feature extraction and teacher fine-tune → insert proxies →
-student training → (prune k → retrain) for the ks of the sweep → pick the leanest within tolerance
-→ slim module → report, task pack and picture in the run directory.
-
-Three splits: every decision (when a stage stops, k, theta, the pick, the tolerance check) reads
-the validation split; the test split only reports networks already chosen.
+Its results are values: :class:`Yardsticks` (the baselines the choice is judged against) and
+:class:`Found` (the trained student, every retrained network and the pick). Every decision (when a
+stage stops, k, theta, the pick, the tolerance check) reads the validation split; the test split
+only reports networks already chosen.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -22,32 +18,21 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from archsearch.advice import not_faster
-from archsearch.allocator import return_freed_memory
-from archsearch.config import TailorConfig, default_gamma1, parse_floats, parse_sweep, parse_theta_sweep
-from archsearch.data import describe, load_task_data
-from archsearch.data.raw import RawData
-from archsearch.data.memory import peak_rss_bytes
-from archsearch.errors import RunFailed, UserError
+from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph
-from archsearch.graph.classifier import replace_classifier
 from archsearch.graph.gates import alphas
-from archsearch.graph.serialize import ARCHITECTURE_ATTR, architecture_dict
-from archsearch.graph.trace import trace
-from archsearch.io.atomic import atomic_torch_save, atomic_write_json
 from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
 from archsearch.io.jsonfile import read_json_dict
-from archsearch.io.pack import tensor_digest, write_pack, write_universal
-from archsearch.latency import latency_setting, median_latency
-from archsearch.layout import DEPLOYMENT_LAYOUT, deployable_layout, layout_name, training_layout
-from archsearch.models import SourceModel, resolve_model
+from archsearch.io.atomic import atomic_write_json
 from archsearch.passes.codegen import build_module, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.measure import apply_edge_seconds, measure_edge_seconds
-from archsearch.passes.prune import prune, removed_blocks
-from archsearch.render import render, to_dot
-from archsearch.rundir import RunDir, run_dir
-from archsearch.select import Trial, accuracy_floor, bisect_k, choose, first_k
+from archsearch.passes.prune import prune
+from archsearch.pipeline.config import TailorConfig, parse_sweep, parse_theta_sweep
+from archsearch.pipeline.rundir import RunDir
+from archsearch.pipeline.select import Trial, accuracy_floor, bisect_k, choose, first_k
+from archsearch.platform.allocator import return_freed_memory
+from archsearch.platform.memory_format import training_layout
 from archsearch.train import distributed
 from archsearch.train.distributed import Dist
 from archsearch.train.linear_probe import linear_probe
@@ -56,8 +41,6 @@ from archsearch.train.stages import OmegaTeacher, student_stage, teacher_stage, 
 
 EVAL_BATCH = 256  # images per evaluation batch (no gradients: larger than training's) ...
 EVAL_BATCH_BYTES = 32 * 2**20  # ... unless 256 images would take more than this (large inputs, streamed data)
-PROBE_IMAGES = 8  # images of the check that the slim module equals the pruned student
-LATENCY_BATCHES = (1, 32)
 HEAD_LR_FACTOR = 10.0  # the teacher's new classifier learns this much faster than the pre-trained weights
 
 
@@ -125,6 +108,39 @@ class TrialResult:
 
     trial: Trial
     bg: BlockGraph
+    key: str  # its stage's identifier: checkpoint name, random streams, the report's stage entry
+
+
+@dataclass(frozen=True)
+class Yardsticks:
+    """What the choice is judged against: feature extraction's scores, and the fine-tuned teacher
+    (its module, its graph and its scores)."""
+
+    feature_extraction: Scores
+    teacher: fx.GraphModule
+    teacher_bg: BlockGraph
+    scores: Scores
+
+    @property
+    def teacher_is_better(self) -> bool:
+        """Whether fine-tuning beat feature extraction on validation (or both are perfect): a teacher
+        that did not cannot be the yardstick of the choice."""
+        fe, t = self.feature_extraction.val, self.scores.val
+        return t > fe or t == fe == 100.0
+
+
+@dataclass(frozen=True)
+class Found:
+    """What the search found: the trained student's graph and record, every retrained network, and
+    the pick (its record, why, whether within tolerance of the teacher on validation, its graph)."""
+
+    trained_bg: BlockGraph
+    student: Trial
+    trials: tuple[TrialResult, ...]
+    chosen: Trial
+    reason: str
+    within: bool
+    final_bg: BlockGraph
 
 
 @torch.no_grad()
@@ -299,7 +315,7 @@ class Search:
         s = self.scores(_logits(module))
         trial = Trial(k, s.val, pruned.macs(), pruned.params(), len(pruned.universal()), theta,
                       cost=self._cost(pruned), test_accuracy=s.test)
-        self.trials[(k, theta)] = TrialResult(trial, read_gates(pruned, module.state_dict()))
+        self.trials[(k, theta)] = TrialResult(trial, read_gates(pruned, module.state_dict()), key)
         self.log(f"  {trial.label}: {trial.accuracy:.2f} % (validation) with {trial.blocks_kept}/"
                  f"{len(self.bg.universal())} blocks, {len(pruned.proxies())} proxies, {trial.macs / 1e6:.2f} M MACs"
                  + (f", {trial.cost:.1%} of the original's measured time" if trial.cost is not None else ""))
@@ -347,184 +363,27 @@ class Search:
         return trial, reason, within, self.trials[(trial.k, trial.theta)].bg
 
 
-def _mean_std(cfg: TailorConfig, source: SourceModel) -> tuple[list[float], list[float]]:
-    """``--mean``/``--std`` where given, else the source network's own normalisation."""
-    channels = source.input_shape[0]
-    defaults = [list(source.mean), list(source.std)]
-    if channels == 1 and len(defaults[0]) == 3:  # a grey input to a network of colour statistics: their average
-        defaults = [[sum(v) / 3] for v in defaults]
-    mean = parse_floats(cfg.mean, "--mean") if cfg.mean else defaults[0]
-    std = parse_floats(cfg.std, "--std") if cfg.std else defaults[1]
-    return mean, std
+    def yardsticks(self, data, network: str) -> Yardsticks:
+        """Feature extraction, then the teacher fine-tuned from its classifier (``network`` names the
+        source network in the log)."""
+        fe = self.feature_extraction(data)
+        self.log(f"feature extraction (frozen {network}, new classifier): {fe.val:.2f} % validation, "
+                 f"{fe.test:.2f} % test")
+        teacher, teacher_bg, scores = self.fine_tune_teacher()
+        stage = self.stages["teacher"]
+        self.log(f"teacher (fine-tuned {network}): {scores.val:.2f} % validation, {scores.test:.2f} % test "
+                 f"({stage['epochs']} epochs, best {stage['best_epoch']})")
+        return Yardsticks(fe, teacher, teacher_bg, scores)
 
-
-def tailor(cfg: TailorConfig, log: Callable[[str], None] = print, *, source: SourceModel | None = None,
-           raw: RawData | None = None) -> dict:
-    """Run the whole NetTailor pipeline; returns the report (also written to report.json).
-
-    ``source`` (a network object with its input description) replaces ``cfg.backbone``/``cfg.model``,
-    and ``raw`` (images already opened) replaces ``cfg.data``: how the Python API passes objects.
-
-    Raises :class:`RunFailed` (after writing the report) when the fine-tuned teacher is no better
-    than feature extraction on the validation split: it cannot be the yardstick of the choice."""
-    cfg.check()
-    cfg = cfg.normalized()
-    torch.manual_seed(cfg.seed)
-    if source is None:
-        source = resolve_model(cfg.backbone, cfg.model, cfg.weights, cfg.input_size, trust_pickle=cfg.trust_pickle)
-    mean, std = _mean_std(cfg, source)
-    source = dataclasses.replace(source, mean=tuple(mean), std=tuple(std))
-    data = load_task_data(raw if raw is not None else cfg.data, input_size=source.input_shape, mean=mean, std=std, seed=cfg.seed,
-                          test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction, augment=cfg.augment,
-                          max_memory=cfg.max_memory, train_limit=cfg.train_limit)
-    bg = replace_classifier(trace(source.model, source.input_shape, cfg.leaf_modules), data.num_classes)
-    if cfg.gamma1 is None:
-        cfg = dataclasses.replace(cfg, gamma1=default_gamma1(len(bg.universal())))  # the caller's stays as given
-    d = distributed.init_from_env(cfg.device)
-    try:
-        report = _tailor(cfg, source, data, bg, d, log if d.is_main else (lambda m: None))
-        distributed.barrier(d)  # no rank tears the group down while rank 0 still writes outputs
-        return report
-    finally:
-        distributed.shutdown(d)
-
-
-def _failed_teacher(run: RunDir, report: dict, fe: Scores, teacher: Scores) -> RunFailed:
-    message = (f"the fine-tuned teacher ({teacher.val:.2f} % on validation) is no better than feature extraction "
-               f"({fe.val:.2f} %): it cannot be the yardstick of the choice, so no network was chosen. Try another "
-               "--lr (the pre-trained weights' rate), more data, or --augment; report.json has each stage's history")
-    atomic_write_json(run.path / "report.json", {**report, "status": "failed", "failure": message})
-    return RunFailed(message)
-
-
-def _tailor(cfg: TailorConfig, source: SourceModel, data, bg: BlockGraph, d: Dist, log: Callable[[str], None]) -> dict:
-    classifier = bg.g.graph["classifier"]
-    digest_before = tensor_digest(bg.gm, skip=(classifier + ".",))
-    inputs = {"universal_sha256": digest_before, "data_sha256": data.digest()} if d.is_main else {}  # rank 0 checks
-    run = run_dir(cfg, d, inputs)
-    log(f"run directory: {run.path}" + (f" ({d.world_size} processes)" if d.enabled else ""))
-    if cfg.model and not cfg.weights:
-        log(f"note: --model without --weights: the blocks keep the weights {cfg.model} gave them; "
-            "if it builds an untrained network, pass its pre-trained state dict with --weights")
-    log(f"data: {describe(data)}; training augmentation: {data.augment}")
-    log(f"gamma1: {cfg.gamma1:g} for {len(bg.universal())} universal blocks "
-        f"(default: a third of the blocks, {default_gamma1(len(bg.universal())):g})")
-
-    search = Search(cfg, run, bg, data, d, log)
-    fe = search.feature_extraction(data)
-    log(f"feature extraction (frozen {source.name}, new classifier): {fe.val:.2f} % validation, {fe.test:.2f} % test")
-    teacher, teacher_bg, teacher_scores = search.fine_tune_teacher()
-    log(f"teacher (fine-tuned {source.name}): {teacher_scores.val:.2f} % validation, {teacher_scores.test:.2f} % test "
-        f"({search.stages['teacher']['epochs']} epochs, best {search.stages['teacher']['best_epoch']})")
-    base = {
-        "backbone": source.name, "weights": source.weights, "dataset": data.name, "num_classes": data.num_classes,
-        "train_images": len(data.train), "val_images": len(data.val), "test_images": len(data.test),
-        "classes": list(data.classes), "input_shape": list(source.input_shape),
-        "mean": list(source.mean), "std": list(source.std), "augment": data.augment,
-        "streaming": bool(getattr(data, "streaming", False)), "selection_split": "validation",
-        "feature_extraction": fe.as_dict(), "teacher": {**teacher_scores.as_dict(), "stage": search.stages["teacher"]},
-        "feature_extraction_accuracy": fe.test, "teacher_accuracy": teacher_scores.test,
-        "config": cfg.comparable(),
-    }
-    if teacher_scores.val < fe.val or (teacher_scores.val == fe.val < 100.0):
-        if d.is_main:
-            raise _failed_teacher(run, base, fe, teacher_scores)
-        raise RunFailed("the teacher is no better than feature extraction")
-
-    trained_bg, student, targets = search.train_student(teacher)
-    gate = alphas(trained_bg)
-    log(f"student: {student.accuracy:.2f} % validation; universal gates "
-        + " ".join(f"{gate[e]:.2f}" for e in trained_bg.universal()))
-    search.sweep(trained_bg, targets, teacher_scores.val)
-    search.refine_theta(trained_bg, targets, student, teacher_scores.val)
-    chosen, reason, within, final_bg = search.choose(trained_bg, student, teacher_scores.val)
-    gates_everywhere = distributed.all_gather(d, [a["logit"] for _, a in trained_bg.iter_attrs(("universal", "proxy"))])
-    artifacts = _export(cfg, search, source, teacher_bg, final_bg, bg, d)
-    if not d.is_main:
-        return {}
-    warnings = [w for w in (not_faster(artifacts["latency"]),) if w]
-    for warning in warnings:
-        log(f"warning: {warning}")
-    slim = artifacts["slim"]
-    arch = architecture_dict(trained_bg, final_bg, name=f"{source.name} → {data.name}")
-    setattr(slim, ARCHITECTURE_ATTR, json.dumps(arch, sort_keys=True))
-    atomic_write_json(run.path / "architecture.json", arch)
-    try:
-        render(to_dot(arch), run.path / "architecture.svg")
-    except UserError as exc:  # Graphviz missing or failing: keep the run, leave the DOT text
-        render(to_dot(arch), run.path / "architecture.dot")
-        log(f"note: {exc}")
-    atomic_torch_save(slim, run.path / "tailored.pt")
-    tailored = artifacts["scores"]
-    report = {
-        **base,
-        "student": {**student.as_dict(), "stage": search.stages["student"]},
-        "tailored": tailored.as_dict(),
-        "student_accuracy": student.test_accuracy, "tailored_accuracy": tailored.test,
-        "chosen_k": chosen.k, "chosen_theta": chosen.theta,
-        "within_tolerance": within, "tolerance_judged_on": "validation", "selection": reason,
-        "tolerance": cfg.tolerance, "warnings": warnings, "cost": cfg.cost, "status": "ok",
-        **({"tailored_cost_share": chosen.cost} if chosen.cost is not None else {}),
-        "original_macs": bg.total_macs, "tailored_macs": final_bg.macs(),
-        "original_params": bg.total_params, "tailored_params": final_bg.params(),
-        "task_specific_params": final_bg.task_params(),
-        "universal_blocks_total": len(bg.universal()), "universal_blocks_kept": len(final_bg.universal()),
-        "removed_blocks": removed_blocks(trained_bg, final_bg),
-        "sweep": [r.trial.as_dict() | {"stage": search.stages.get(_trial_key(cfg, r.trial))}
-                  for r in sorted(search.trials.values(), key=lambda r: (r.trial.k, r.trial.theta))],
-        "universal_sha256": digest_before,
-        "universal_unchanged": digest_before == tensor_digest(bg.gm, skip=(classifier + ".",)),
-        "slim_vs_pruned_student_max_abs_diff": artifacts["slim_error"],
-        "latency_seconds": artifacts["latency"], "latency_on": latency_setting(search.device),
-        "memory_format": layout_name(artifacts["layout"]),
-        "feature_rms": search.feature_rms,
-        "stage_seconds": search.timings,
-        "distributed": {"world_size": d.world_size,
-                        "gates_identical_across_ranks": all(g == gates_everywhere[0] for g in gates_everywhere)},
-    }
-    universal_sha256 = write_universal(bg.gm, classifier, run.path / "universal.pt")
-    summary_keys = ("backbone", "dataset", "teacher_accuracy", "tailored_accuracy", "original_macs", "tailored_macs",
-                    "original_params", "tailored_params", "task_specific_params")
-    report["task_pack_bytes"] = write_pack(
-        slim, bg.gm, classifier, universal_sha256, run.path / "task.pack",
-        {"name": data.name, "classes": list(data.classes), "input_shape": list(source.input_shape),
-         "mean": list(source.mean), "std": list(source.std), "memory_format": report["memory_format"],
-         "report": {k: report[k] for k in summary_keys}})
-    report["universal_bytes"] = (run.path / "universal.pt").stat().st_size
-    report["peak_rss_bytes"] = peak_rss_bytes()
-    atomic_write_json(run.path / "report.json", report)
-    report["run_dir"] = str(run.path)
-    return report
-
-
-def _trial_key(cfg: TailorConfig, trial: Trial) -> str:
-    return f"retrain-k{trial.k}" + (f"-theta{trial.theta!r}" if trial.theta != cfg.theta else "")
-
-
-def _export(cfg: TailorConfig, search: Search, source: SourceModel, teacher_bg: BlockGraph, final_bg: BlockGraph,
-            bg: BlockGraph, d: Dist) -> dict:
-    """The slim module of the chosen network in the layout it runs fastest in, its scores, its check
-    against the pruned student, and the latency of original and tailored networks side by side."""
-    device = search.device
-    pruned_student = build_module(final_bg, "student", "all").eval()
-    probe = next(iter(search.loaders.test))[0][:PROBE_IMAGES].to(device)
-    original_module = build_module(teacher_bg, "slim", "logits").eval()
-    slim = build_module(final_bg, "slim", "logits", memory_format=DEPLOYMENT_LAYOUT).eval()
-    deployed, refused = deployable_layout([original_module, slim], probe, device)
-    if refused:
-        search.log(f"note: this network does not run in {layout_name(DEPLOYMENT_LAYOUT)} ({refused}); it is "
-                   f"emitted, timed and saved {layout_name(deployed)}")
-        slim = build_module(final_bg, "slim", "logits", memory_format=deployed).eval()
-    scores = search.scores(slim)
-    out = {"slim": slim, "scores": scores, "layout": deployed}
-    if not d.is_main:
-        return out
-    with torch.no_grad():
-        out["slim_error"] = float((slim(probe) - pruned_student.to(device)(probe)[0]).abs().max())
-    for module in (original_module, slim):  # both timed as they are best run: in the deployment layout
-        module.to(device, memory_format=deployed)
-    out["latency"] = {f"batch{b}": median_latency({"original": original_module, "tailored": slim}, source.input_shape,
-                                                  b, device=device, memory_format=deployed) for b in LATENCY_BATCHES}
-    for module in (slim, bg.gm):  # saved on the CPU in its layout: torch.load(...)(images) runs as measured
-        module.to("cpu", memory_format=deployed)
-    return out
+    def find(self, yardsticks: Yardsticks) -> Found:
+        """Student, sweep over k, theta refinement at the chosen k, and the pick."""
+        trained_bg, student, targets = self.train_student(yardsticks.teacher)
+        gate = alphas(trained_bg)
+        self.log(f"student: {student.accuracy:.2f} % validation; universal gates "
+                 + " ".join(f"{gate[e]:.2f}" for e in trained_bg.universal()))
+        teacher_val = yardsticks.scores.val
+        self.sweep(trained_bg, targets, teacher_val)
+        self.refine_theta(trained_bg, targets, student, teacher_val)
+        chosen, reason, within, final_bg = self.choose(trained_bg, student, teacher_val)
+        trials = tuple(sorted(self.trials.values(), key=lambda r: (r.trial.k, r.trial.theta)))
+        return Found(trained_bg, student, trials, chosen, reason, within, final_bg)

@@ -1,7 +1,7 @@
 """A finished run's original and tailored networks, timed again side by side on this machine.
 
 The tailored network is read from the run's ``universal.pt`` and ``task.pack``, which are data
-(:mod:`archsearch.runtime`), and from its ``tailored.pt``, a pickled module, only where those are
+(:mod:`archsearch.runtime.tasks`), and from its ``tailored.pt``, a pickled module, only where those are
 missing and ``trust_pickle`` (``--trust-pickle``) says so; the original is rebuilt from the run's recorded
 options (the source architecture with the task's classifier, generated as the run measured it).
 Latency does not depend on the weights' values, so the source weights are not read. On a GPU both
@@ -17,16 +17,16 @@ from typing import Callable
 import torch
 import torch.fx as fx
 
-from archsearch.device import check_device
+from archsearch.platform.device import check_device
 from archsearch.errors import UserError
 from archsearch.graph.classifier import replace_classifier
 from archsearch.graph.trace import trace
 from archsearch.io.jsonfile import read_json_dict
-from archsearch.latency import latency_rounds
-from archsearch.layout import layout_name, layout_named
-from archsearch.models import resolve_model
+from archsearch.platform.latency import latency_rounds
+from archsearch.platform.memory_format import layout_name, layout_named
+from archsearch.sources.models import resolve_model
 from archsearch.passes.codegen import build_module
-from archsearch.runtime import load_tasks
+from archsearch.runtime.tasks import load_tasks
 from backbones import torch_load
 
 

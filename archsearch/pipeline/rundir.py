@@ -5,11 +5,11 @@ import json
 import time
 from pathlib import Path
 
-from archsearch.config import TailorConfig
+from archsearch.pipeline.config import TailorConfig
 from archsearch.errors import UserError
 from archsearch.io.atomic import atomic_write_json
 from archsearch.io.jsonfile import read_json_dict
-from archsearch.models import absolute_model_spec
+from archsearch.sources.models import absolute_model_spec
 from archsearch.train import distributed
 from archsearch.train.distributed import Dist
 

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 import backbones
 from archsearch.errors import UserError
-from archsearch.models import SourceModel, parse_input_size
+from archsearch.sources.models import SourceModel, parse_input_size
 from archsearch.notes import note
 
 ZOOS = ("torchvision", "timm")

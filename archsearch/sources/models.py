@@ -1,5 +1,5 @@
 """Where the network to tailor comes from: a named backbone, a user's ``FILE.py:FACTORY``, or a model zoo's
-``torchvision:NAME`` / ``timm:NAME`` (:mod:`archsearch.zoo`)."""
+``torchvision:NAME`` / ``timm:NAME`` (:mod:`archsearch.sources.zoo`)."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,7 +13,7 @@ import backbones
 from archsearch.errors import UserError
 
 DEFAULT_BACKBONE = "resnet20"
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "resnet20-fashion-mnist.pt"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "resnet20-fashion-mnist.pt"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -104,7 +104,7 @@ def resolve_model(backbone: str | None, model_spec: str | None, weights: str | N
     than tensors, which is refused otherwise (:func:`backbones.load_weights`)."""
     size = parse_input_size(input_size)
     if model_spec and model_spec.partition(":")[0] in ("torchvision", "timm"):
-        from archsearch.zoo import zoo_model  # imports torchvision or timm: only when asked for
+        from archsearch.sources.zoo import zoo_model  # imports torchvision or timm: only when asked for
 
         return zoo_model(model_spec, weights, input_size, trust_pickle=trust_pickle)
     if model_spec:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from archsearch.compare import load_run
+from archsearch.runtime.compare import load_run
 from archsearch.errors import UserError
 from archsearch.io.atomic import atomic_write_with, check_writable
 

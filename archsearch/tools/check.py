@@ -20,7 +20,7 @@ from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph
 from archsearch.graph.classifier import replace_classifier
 from archsearch.graph.trace import feature_map_problem, trace
-from archsearch.layout import DEPLOYMENT_LAYOUT, deployable_layout
+from archsearch.platform.memory_format import DEPLOYMENT_LAYOUT, deployable_layout
 from archsearch.passes.codegen import build_module, gate_target, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.prune import prune

@@ -9,7 +9,7 @@ from PIL import Image, UnidentifiedImageError
 
 from archsearch.data.transform import resize_centre_crop
 from archsearch.errors import UserError
-from archsearch.runtime import Task
+from archsearch.runtime.tasks import Task
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 

@@ -1,0 +1,1 @@
+"""Where a network runs: device checks, the memory allocator, memory layouts and latency timing."""

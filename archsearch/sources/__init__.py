@@ -1,0 +1,1 @@
+"""Where source networks come from: the built-in backbones, a user's file, torchvision and timm."""

@@ -1,0 +1,2 @@
+"""Commands beside tailoring: ``check`` (will this network tailor?), ``inspect`` (its blocks) and
+``pretrain`` (how the built-in weights are made)."""

@@ -133,6 +133,28 @@ def test_labels_and_title(archs):
     assert "layer1.0\\n4.72M" in compact and "16x32x32\\n4.72M" not in compact
 
 
+def test_layout_places_blocks_between_their_nodes_without_graphviz(archs):
+    from archsearch.render.layout import Layout, parse, rows
+
+    arch = parse(archs["tailored"])
+    layout = Layout(rows(arch, 0), show_removed=False, compact=False)
+    layout.add(arch, 0, lambda r: "")
+    (band,) = layout.bands
+    col = {it.id: it.col for it in band.items}
+    live = [e for e in arch.edges if e["live"]]
+    assert len(band.items) == len(arch.live_nodes()) + len(live)  # removed blocks are hidden
+    for e in live:  # every box sits strictly between its two nodes, in an odd (block) column
+        s, d = arch.index[e["src"]], arch.index[e["dst"]]
+        box = f"t0_{e['kind']}" if e["kind"] in ("stem", "head") else f"t0_{e['kind'][0]}{s}_{d}"
+        src = "t0_input" if e["src"] == "input" else f"t0_x{s}"
+        dst = "t0_logits" if e["dst"] == "logits" else f"t0_x{d}"
+        assert col[src] < col[box] < col[dst] and col[box] % 2 == 1
+        assert (src, box) in {(a, b) for a, b, _ in layout.edges} and (box, dst) in {(a, b) for a, b, _ in layout.edges}
+    shown = Layout(rows(arch, 0), show_removed=True, compact=False)
+    shown.add(arch, 0, lambda r: "")
+    assert len(shown.bands[0].items) == len(arch.index) + len(arch.edges)
+
+
 def test_si_format():
     assert [si(v) for v in (0, 640, 999, 1000, 262144, 4718592, 999_600, 40_551_040, 4_089_184_256)] == \
         ["0", "640", "999", "1k", "262k", "4.72M", "1M", "40.6M", "4.09G"]

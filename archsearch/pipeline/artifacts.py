@@ -19,6 +19,7 @@ from archsearch.graph.blockgraph import BlockGraph
 from archsearch.graph.serialize import ARCHITECTURE_ATTR, architecture_dict
 from archsearch.io.atomic import atomic_torch_save, atomic_write_json
 from archsearch.io.pack import write_pack, write_universal
+from archsearch.io.run_folder import ARCHITECTURE, PACK, TAILORED, UNIVERSAL
 from archsearch.passes.codegen import build_module
 from archsearch.pipeline.rundir import RunDir
 from archsearch.pipeline.search import Found, Scores, Search
@@ -79,14 +80,14 @@ def write_outputs(run: RunDir, artifacts: Artifacts, found: Found, bg: BlockGrap
     slim = artifacts.slim
     arch = architecture_dict(found.trained_bg, found.final_bg, name=name)
     setattr(slim, ARCHITECTURE_ATTR, json.dumps(arch, sort_keys=True))
-    atomic_write_json(run.path / "architecture.json", arch)
+    atomic_write_json(run.path / ARCHITECTURE, arch)
     try:
         render(to_dot(arch), run.path / "architecture.svg")
     except UserError as exc:  # Graphviz missing or failing: keep the run, leave the DOT text
         render(to_dot(arch), run.path / "architecture.dot")
         log(f"note: {exc}")
-    atomic_torch_save(slim, run.path / "tailored.pt")
+    atomic_torch_save(slim, run.path / TAILORED)
     classifier = bg.g.graph["classifier"]
-    universal_sha256 = write_universal(bg.gm, classifier, run.path / "universal.pt")
-    pack_bytes = write_pack(slim, bg.gm, classifier, universal_sha256, run.path / "task.pack", pack_meta)
-    return {"task_pack_bytes": pack_bytes, "universal_bytes": (run.path / "universal.pt").stat().st_size}
+    universal_sha256 = write_universal(bg.gm, classifier, run.path / UNIVERSAL)
+    pack_bytes = write_pack(slim, bg.gm, classifier, universal_sha256, run.path / PACK, pack_meta)
+    return {"task_pack_bytes": pack_bytes, "universal_bytes": (run.path / UNIVERSAL).stat().st_size}

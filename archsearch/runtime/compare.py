@@ -21,7 +21,7 @@ from archsearch.platform.device import check_device
 from archsearch.errors import UserError
 from archsearch.graph.classifier import replace_classifier
 from archsearch.graph.trace import trace
-from archsearch.io.jsonfile import read_json_dict
+from archsearch.io.run_folder import PACK, REDO, TAILORED, UNIVERSAL, read_report
 from archsearch.platform.latency import latency_rounds
 from archsearch.platform.memory_format import layout_name, layout_named
 from archsearch.sources.models import resolve_model
@@ -30,35 +30,16 @@ from archsearch.runtime.tasks import load_tasks
 from backbones import torch_load
 
 
-# What the latency command reads of a report, checked before any timing.
-REPORT_KEYS = {"config", "input_shape", "num_classes", "backbone", "dataset", "original_macs", "tailored_macs"}
-REDO = "run 'archsearch tailor' again with --resume to rewrite it"
-
-
-def read_run_report(run: Path) -> dict:
-    """The report of a finished run directory, checked for what timing and export read."""
-    report_path = run / "report.json"
-    if not report_path.is_file() or not ((run / "tailored.pt").is_file() or (run / "task.pack").is_file()):
-        raise UserError(f"'{run}' holds no finished run (report.json and tailored.pt); "
-                        "give the --out directory of a finished 'archsearch tailor'")
-    report = read_json_dict(report_path, REDO)
-    missing = sorted(REPORT_KEYS - report.keys())
-    if missing or not isinstance(report["config"], dict):
-        raise UserError(f"'{report_path}' is not an archsearch report (no {', '.join(missing) or 'config'}); "
-                        f"give the --out directory of a finished run, or {REDO}")
-    return report
-
-
 def load_run(run: Path, trust_pickle: bool = False) -> tuple[dict, torch.nn.Module]:
     """The report and tailored network of a finished run directory (see the module's docstring)."""
-    report = read_run_report(run)
+    report = read_report(run)
     return report, tailored_network(run, trust_pickle).eval()
 
 
 def tailored_network(run: Path, trust_pickle: bool = False, redo: str = REDO) -> torch.nn.Module:
     """A run's tailored network on the CPU: from its task pack where there is one (data, the very
     computation of tailored.pt), else from tailored.pt, which needs ``trust_pickle``."""
-    pack, universal, tailored_path = run / "task.pack", run / "universal.pt", run / "tailored.pt"
+    pack, universal, tailored_path = run / PACK, run / UNIVERSAL, run / TAILORED
     if pack.is_file() and universal.is_file():
         (task,) = load_tasks(universal, [pack], trust_pickle=trust_pickle)
         return task.module
@@ -108,7 +89,7 @@ def compare(run: Path, batches: list[int], threads: list[int], rounds: int = 5, 
     ``log`` hears of each measurement as it starts (a large network takes minutes)."""
     cuda = device == "cuda"
     check_device(device)
-    report = read_run_report(run)
+    report = read_report(run)
     layout = layout_named(report.get("memory_format"), device)  # the one its network's code was emitted for
     original = original_network(report)  # a run's options that no longer resolve are said first
     models = {"original": original.to(device, memory_format=layout),

@@ -39,7 +39,7 @@ from archsearch.graph.trace import feature_map_problem
 from archsearch.graph.trace import trace as _trace
 from archsearch.io.jsonfile import read_json_dict
 from archsearch.sources.models import IMAGENET_MEAN, IMAGENET_STD, SourceModel, resolve_model
-from archsearch.passes.codegen import build_module
+from archsearch.passes.codegen import build_slim, build_student
 from archsearch.passes.insert_proxies import insert_proxies as _insert_proxies
 from archsearch.passes.prune import prune as _prune
 
@@ -233,4 +233,6 @@ def build(bg: BlockGraph, mode: str = "slim", memory_format: torch.memory_format
     ``"student"`` (trainable proxies and gate logits)."""
     if mode not in ("slim", "student"):
         raise UserError(f"build mode must be 'slim' or 'student', not {mode!r}")
-    return build_module(bg, mode, "logits", memory_format=memory_format)
+    if mode == "student":
+        return build_student(bg, block_outputs=False)
+    return build_slim(bg, memory_format=memory_format)

@@ -23,7 +23,7 @@ from archsearch.errors import UserError
 from archsearch.graph.trace import trace
 from archsearch.io.atomic import atomic_write_text
 from archsearch.platform.memory_format import layout_named
-from archsearch.passes.codegen import build_module, gate_target, read_gates
+from archsearch.passes.codegen import build_slim, build_student, gate_target, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.prune import prune
 
@@ -163,7 +163,7 @@ def blocks_replaced(model: torch.nn.Module, input_shape: tuple[int, ...], every:
     would leave them), its code emitted for ``memory_format`` maps. Returns the original and slim
     modules, their MACs, and blocks in all and removed."""
     bg = insert_proxies(trace(model, input_shape), 3)
-    state = build_module(bg, "student").state_dict()
+    state = build_student(bg).state_dict()
     universal = bg.universal()
     drop = {e[1] for i, e in enumerate(universal) if i % every == every - 1}
     for node in bg.block_nodes():
@@ -176,8 +176,8 @@ def blocks_replaced(model: torch.nn.Module, input_shape: tuple[int, ...], every:
             logits[0], logits[1] = -1.0, 8.0
         state[gate_target(node)] = logits
     pruned = prune(read_gates(bg, state), k=len(drop), theta=0.05)
-    original = build_module(trace(model, input_shape), "slim", "logits").eval()
-    slim = build_module(pruned, "slim", "logits", memory_format=memory_format).eval()
+    original = build_slim(trace(model, input_shape)).eval()
+    slim = build_slim(pruned, memory_format=memory_format).eval()
     return original, slim, bg.total_macs, pruned.macs(), len(universal), len(universal) - len(pruned.universal())
 
 

@@ -27,7 +27,7 @@ from archsearch.graph.classifier import replace_classifier  # noqa: E402
 from archsearch.train.stages import OmegaTeacher, student_stage, teacher_stage  # noqa: E402
 from archsearch.train.loop import Length  # noqa: E402
 from archsearch.graph.trace import trace  # noqa: E402
-from archsearch.passes.codegen import build_module, gate_tensors  # noqa: E402
+from archsearch.passes.codegen import build_student, gate_tensors  # noqa: E402
 from archsearch.passes.insert_proxies import insert_proxies  # noqa: E402
 from common import provenance, write_doc  # noqa: E402
 from test_graph_properties import _loop_expected_complexity  # noqa: E402
@@ -63,10 +63,10 @@ def _step_seconds(stage, repeats: int, batch: int = 64) -> float:
 def step_ratio(name: str, repeats: int, work: Path) -> str:
     """A table row: a teacher step and a student step (3 skips) of ``name``, and their ratio."""
     bg = replace_classifier(trace(backbones.get_backbone(name), (3, 32, 32)), 10)
-    teacher = build_module(bg, "student", "all")
+    teacher = build_student(bg)
     t_stage = teacher_stage(teacher, bg.g.graph["classifier"], Length(epochs=1), 0.01, 0.1, work / "t.pt")
     student_bg = insert_proxies(bg, "3")
-    student = build_module(student_bg, "student", "all")
+    student = build_student(student_bg, matmul_pointwise=True)
     s_stage = student_stage("s", student, student_bg, OmegaTeacher(teacher), length=Length(epochs=1), lr=0.05,
                             head_lr=0.05, gate_lr=0.05, gamma1=3.0, gamma2=10.0, checkpoint=work / "s.pt")
     t, s = _step_seconds(t_stage, repeats), _step_seconds(s_stage, repeats)
@@ -80,7 +80,7 @@ def main() -> None:
     rows = []
     for name, skips in (("resnet20", "3"), ("resnet110", "3"), ("resnet110", "dense")):
         bg = insert_proxies(trace(backbones.get_backbone(name), (3, 32, 32)), skips)
-        student = build_module(bg, "student")
+        student = build_student(bg)
         gates = [p for n, p in student.named_parameters() if n.startswith("gates.")]
         compiled = Complexity(bg)
         loop = _time(lambda: _loop_expected_complexity(bg, gate_tensors(bg, student)), gates, max(3, args.repeats // 5))

@@ -36,7 +36,7 @@ from benchmarks.common import at_least_one, provenance, set_allocator, write_doc
 from archsearch.runtime.export import OPSET, export_program, onnx_model_bytes  # noqa: E402
 from archsearch.graph.classifier import replace_classifier  # noqa: E402
 from archsearch.graph.trace import trace  # noqa: E402
-from archsearch.passes.codegen import build_module, read_gates  # noqa: E402
+from archsearch.passes.codegen import build_slim, build_student, read_gates  # noqa: E402
 from archsearch.passes.insert_proxies import insert_proxies  # noqa: E402
 from archsearch.passes.prune import prune  # noqa: E402
 
@@ -64,7 +64,7 @@ def slim_resnet50(side: int, k: int, seed: int) -> tuple[torch.nn.Module, int, i
     shape = (3, side, side)
     bg = replace_classifier(trace(backbones.get_backbone("resnet50"), shape), 10)
     student_bg = insert_proxies(bg, 3)
-    student = build_module(student_bg, "student")
+    student = build_student(student_bg)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in student.named_parameters():
@@ -72,7 +72,7 @@ def slim_resnet50(side: int, k: int, seed: int) -> tuple[torch.nn.Module, int, i
                 p.copy_(torch.randn(p.shape, generator=g) * 2)
     calibrate(student, side)  # the student's modules are the graph's: the slim module folds these statistics
     pruned = prune(read_gates(student_bg, student.state_dict()), k=k, theta=0.05)
-    slim = build_module(pruned, "slim", "logits", memory_format=torch.channels_last).eval()
+    slim = build_slim(pruned, memory_format=torch.channels_last).eval()
     return slim.to(memory_format=torch.channels_last), bg.total_macs, pruned.macs(), len(pruned.universal())
 
 

@@ -148,13 +148,13 @@ class SplitNet(nn.Module):
 
 
 def test_a_node_yielding_several_tensors_is_not_a_block_boundary():
-    from archsearch.passes.codegen import build_module
+    from archsearch.passes.codegen import build_student
 
     net = SplitNet().eval()
     bg = trace(net, (3, 8, 8))
     assert len(bg.universal()) == 3
     assert all(bg.node(n)["shape"] == (8, 8, 8) for n in bg.block_nodes())
-    student = build_module(insert_proxies(bg, 1), "student").eval()
+    student = build_student(insert_proxies(bg, 1)).eval()
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         assert student(x)[0].shape == net(x).shape

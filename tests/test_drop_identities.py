@@ -7,8 +7,8 @@ import torch.nn as nn
 
 from archsearch.graph.classifier import replace_classifier
 from archsearch.graph.trace import trace
-from archsearch.passes.codegen import build_module
-from archsearch.passes.drop_identities import passes_through
+from archsearch.passes.codegen import build_slim, build_student
+from archsearch.passes.lower.drop_identities import passes_through
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.prune import prune
 
@@ -64,8 +64,8 @@ def test_slim_module_drops_drop_path_and_matches_the_pruned_student():
     model = Net().eval()
     bg = replace_classifier(trace(model, (3, 12, 12), [MyDropPath]), 3)
     pruned = prune(insert_proxies(bg, 2), 1, 0.05)
-    slim = build_module(pruned, "slim", "logits").eval()
-    student = build_module(pruned, "student", "logits").eval()
+    slim = build_slim(pruned).eval()
+    student = build_student(pruned, block_outputs=False).eval()
     assert not any(isinstance(m, (MyDropPath, nn.Dropout)) for m in slim.modules())
     x = torch.randn(4, 3, 12, 12)
     with torch.no_grad():

@@ -77,26 +77,37 @@ def test_trainable_modules_are_left_alone():
 
 def test_a_proxy_folds_on_the_device_it_trained_on():
     """Proxies without a bias get a zero bias beside their weight, not on the CPU (a GPU run's fold)."""
-    from archsearch.nn.fold import fold_proxy
     from archsearch.nn.proxy import make_proxy
+    from archsearch.passes.lower import functional_task_layers
 
     proxy = make_proxy((8, 4, 4), (8, 4, 4), block_macs=0).to("meta").eval()
-    steps = fold_proxy(proxy, 0.5)
-    assert all(s.weight.device.type == s.bias.device.type == "meta" for s in steps if s.kind == "conv")
+    gm = fx.symbolic_trace(proxy)
+    assert functional_task_layers(gm, lambda target: True) == 1  # the convolution, its batch-norm folded in
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in gm.modules())
+    assert all(t.device.type == "meta" for t in gm.parameters())
 
 
-def test_a_proxy_gives_the_same_values_and_gradients_in_either_layout():
-    """A channels-last map is multiplied as pixel rows: same output and gradients, and it stays channels-last."""
-    from archsearch.nn.proxy import make_proxy
+def test_pointwise_as_matmul_gives_the_convolutions_values_and_gradients():
+    """The student's CPU form of its proxies' 1x1 convolutions: same output, same gradients, same parameters."""
+    from archsearch.passes.codegen import build_student
+    from archsearch.passes.insert_proxies import insert_proxies
+    from archsearch.graph.trace import trace
+    from randnets import BlockSpec, RandNet
 
     torch.manual_seed(0)
-    proxy = make_proxy((8, 6, 6), (16, 3, 3), block_macs=10**6).train()
-    x = torch.randn(2, 8, 6, 6, requires_grad=True)
-    x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
-    out, out_cl = proxy(x), proxy(x_cl)
-    assert out_cl.is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(out, out_cl, atol=1e-5)
-    grad = torch.randn_like(out)
-    (out * grad).sum().backward()
-    (out_cl * grad).sum().backward()
-    assert torch.allclose(x.grad, x_cl.grad, atol=1e-5)
+    net = RandNet(8, [BlockSpec(8, 1, False, True, False), BlockSpec(16, 2, True, True, False)]).eval()
+    bg = insert_proxies(trace(net, (3, 8, 8)), 2)
+    plain, lowered = build_student(bg), build_student(bg, matmul_pointwise=True)
+    assert any(n.target is torch.bmm for n in lowered.graph.nodes) and not any(n.target is torch.bmm for n in plain.graph.nodes)
+    assert [n for n, _ in plain.named_parameters()] == [n for n, _ in lowered.named_parameters()]
+    x = torch.randn(4, 3, 8, 8)
+    out = [m.train()(x)[0] for m in (plain, lowered)]
+    torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-5)
+    grads = []
+    for m, o in zip((plain, lowered), out):
+        m.zero_grad()
+        o.square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if n.startswith("proxies.") and p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from archsearch.train.complexity import expected_complexity
 from archsearch.graph.cost import module_macs
 from archsearch.graph.trace import trace
-from archsearch.passes.codegen import build_module, gate_tensors, read_gates
+from archsearch.passes.codegen import build_slim, build_student, gate_tensors, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.measure import apply_edge_seconds, edge_key, measure_edge_seconds
 from archsearch.passes.prune import prune
@@ -36,7 +36,7 @@ def _x(seed: int = 0) -> torch.Tensor:
 def test_blocks_found_and_student_without_proxies_equals_original(net):
     bg = trace(net, INPUT)
     assert len(bg.universal()) == len(net.blocks)
-    student = build_module(bg, "student").eval()
+    student = build_student(bg).eval()
     with torch.no_grad():
         assert torch.allclose(student(_x())[0], net(_x()), atol=1e-6)
 
@@ -47,7 +47,7 @@ def test_student_with_proxies_switched_off_equals_original(net, skips, hw):
     """Proxies present in the student but gated off (softmax weight exactly 0): the original, bit for bit."""
     shape = (3, *hw)
     student_bg = insert_proxies(trace(net, shape), skips)
-    student = build_module(student_bg, "student").eval()
+    student = build_student(student_bg).eval()
     assert student_bg.proxies()
     with torch.no_grad():
         for node in student_bg.block_nodes() + ["logits"]:
@@ -60,7 +60,7 @@ def test_student_with_proxies_switched_off_equals_original(net, skips, hw):
     no_proxies = prune(read_gates(student_bg, student.state_dict()), k=0, theta=0.5)
     assert not no_proxies.proxies()
     with torch.no_grad():
-        assert torch.equal(build_module(no_proxies, "student").eval()(x)[0], net(x))
+        assert torch.equal(build_student(no_proxies).eval()(x)[0], net(x))
 
 
 @SETTINGS
@@ -84,14 +84,14 @@ def test_slim_equals_pruned_student_and_stays_connected(net, skips, seed, k_frac
     whichever layout its maps and weights are in when it runs."""
     shape = (3, *hw)
     student_bg = insert_proxies(trace(net, shape), skips)
-    student = build_module(student_bg, "student")
+    student = build_student(student_bg)
     _randomize_gates(student, seed)
     trained = read_gates(student_bg, student.state_dict())
     k = round(k_frac * len(trained.universal()))
     pruned = prune(trained, k=k, theta=theta)
     assert len(pruned.universal()) <= len(trained.universal()) - k
-    pruned_student = build_module(pruned, "student").eval()
-    slim = build_module(pruned, "slim", returns="logits", memory_format=emitted).eval().to(memory_format=run_in)
+    pruned_student = build_student(pruned).eval()
+    slim = build_slim(pruned, memory_format=emitted).eval().to(memory_format=run_in)
     x = torch.randn((3, *shape), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         expected = pruned_student(x)[0]
@@ -109,10 +109,9 @@ def test_slim_runs_under_autocast(net, seed, emitted):
     """Under bfloat16 autocast (how many deploy on GPUs) the float32 proxy tensors meet lower-precision
     sums: the in-place products must still run, and give about the float32 logits."""
     bg = insert_proxies(trace(net, INPUT), 3)
-    student = build_module(bg, "student")
+    student = build_student(bg)
     _randomize_gates(student, seed)
-    slim = build_module(prune(read_gates(bg, student.state_dict()), k=1, theta=0.0), "slim", "logits",
-                        memory_format=emitted).eval().to(memory_format=emitted)
+    slim = build_slim(prune(read_gates(bg, student.state_dict()), k=1, theta=0.0), memory_format=emitted).eval().to(memory_format=emitted)
     x = _x(seed).contiguous(memory_format=emitted)
     with torch.no_grad():
         expected = slim(x)
@@ -143,10 +142,10 @@ def test_slim_runs_under_autocast_when_a_proxy_reads_the_float32_input():
     net = NoStem().eval()
     randomize_batchnorm(net, 0)
     bg = insert_proxies(trace(net, INPUT), 3)
-    every_edge = read_gates(bg, {k: torch.zeros_like(v) for k, v in build_module(bg, "student").state_dict().items()
+    every_edge = read_gates(bg, {k: torch.zeros_like(v) for k, v in build_student(bg).state_dict().items()
                                  if k.startswith("gates.")})
     for emitted in (torch.contiguous_format, torch.channels_last):
-        slim = build_module(prune(every_edge, k=0, theta=0.0), "slim", "logits", memory_format=emitted).eval()
+        slim = build_slim(prune(every_edge, k=0, theta=0.0), memory_format=emitted).eval()
         x = _x().contiguous(memory_format=emitted)
         with torch.no_grad():
             expected = slim(x)
@@ -163,10 +162,9 @@ def test_slim_code_uses_only_names_a_task_pack_provides(net, seed, emitted):
     from archsearch.io.pack import forward_namespace
 
     bg = insert_proxies(trace(net, INPUT), 3)
-    student = build_module(bg, "student")
+    student = build_student(bg)
     _randomize_gates(student, seed)
-    slim = build_module(prune(read_gates(bg, student.state_dict()), k=1, theta=0.0), "slim", "logits",
-                        memory_format=emitted)
+    slim = build_slim(prune(read_gates(bg, student.state_dict()), k=1, theta=0.0), memory_format=emitted)
     assert set(slim.graph.python_code("self").globals) <= set(forward_namespace())
 
 
@@ -202,7 +200,7 @@ def _direct_expected_complexity(bg, alpha, cost: str = "macs") -> float:
 @given(net=rand_nets(), skips=st.sampled_from([1, 3, "dense"]), seed=st.integers(0, 1000))
 def test_expected_complexity_matches_direct_formula_and_is_differentiable(net, skips, seed):
     bg = insert_proxies(trace(net, INPUT), skips)
-    student = build_module(bg, "student")
+    student = build_student(bg)
     _randomize_gates(student, seed)
     alpha = gate_tensors(bg, student)
     value = expected_complexity(bg, alpha)
@@ -216,7 +214,7 @@ def test_expected_complexity_matches_direct_formula_and_is_differentiable(net, s
 @given(net=rand_nets(), skips=st.sampled_from([1, 3]), seed=st.integers(0, 1000))
 def test_measured_costs_cover_every_edge_and_drive_expected_complexity(net, skips, seed):
     bg = insert_proxies(trace(net, INPUT), skips)
-    student = build_module(bg, "student")
+    student = build_student(bg)
     seconds = measure_edge_seconds(bg, batch=2, repeats=2)
     assert {edge_key(e) for e in bg.edges()} | {""} == set(seconds) and len(seconds) == len(bg.edges()) + 1
     assert all(v >= 0 for v in seconds.values()) and seconds[""] > 0
@@ -238,9 +236,9 @@ def test_traced_and_slim_modules_survive_save_and_load(net, seed):
     import io
 
     bg = insert_proxies(trace(net, INPUT), 2)
-    student = build_module(bg, "student")
+    student = build_student(bg)
     _randomize_gates(student, seed)
-    slim = build_module(prune(read_gates(bg, student.state_dict()), k=1, theta=0.05), "slim", "logits").eval()
+    slim = build_slim(prune(read_gates(bg, student.state_dict()), k=1, theta=0.05)).eval()
     for module in (bg.gm, slim):
         buf = io.BytesIO()
         torch.save(module, buf)
@@ -274,7 +272,7 @@ def test_compiled_expected_complexity_equals_the_loop_form_in_value_and_gradient
     from archsearch.train.complexity import Complexity, gate_vector
 
     bg = insert_proxies(trace(net, INPUT), skips)
-    student = build_module(bg, "student")
+    student = build_student(bg)
     _randomize_gates(student, seed)
     gates = [p for n, p in student.named_parameters() if n.startswith("gates.")]
     loop = _loop_expected_complexity(bg, gate_tensors(bg, student))

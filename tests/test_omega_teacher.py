@@ -8,7 +8,7 @@ import backbones
 from archsearch.graph.blockgraph import BlockGraph
 from archsearch.graph.classifier import replace_classifier
 from archsearch.graph.trace import trace
-from archsearch.passes.codegen import build_module
+from archsearch.passes.codegen import build_student
 from archsearch.train.stages import OmegaTeacher, low_precision_dtype
 
 
@@ -16,7 +16,7 @@ def _teacher() -> torch.fx.GraphModule:
     torch.manual_seed(0)
     shape = backbones.default_input_size("resnet20")
     bg = replace_classifier(trace(backbones.get_backbone("resnet20"), shape), 10)
-    teacher = build_module(BlockGraph(bg.g.copy(), copy.deepcopy(bg.gm)), "student", "all")
+    teacher = build_student(BlockGraph(bg.g.copy(), copy.deepcopy(bg.gm)))
     for m in teacher.modules():  # batch-norms with non-trivial statistics, so folding them matters
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)

@@ -9,7 +9,7 @@ import torch
 
 from archsearch.graph.trace import trace
 from archsearch.io.pack import check_method, function_name
-from archsearch.passes.codegen import build_module, read_gates
+from archsearch.passes.codegen import build_slim, build_student, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.prune import prune
 from randnets import BlockSpec, RandNet, randomize_batchnorm
@@ -22,14 +22,14 @@ def _slim_and_student(memory_format=torch.channels_last):
                        BlockSpec(32, 1, False, True, False), BlockSpec(32, 1, False, True, False)]).eval()
     randomize_batchnorm(net, 0)
     bg = insert_proxies(trace(net, (3, 8, 8)), 3)
-    student = build_module(bg, "student")
+    student = build_student(bg)
     with torch.no_grad():
         for name, p in student.named_parameters():
             if name.startswith("gates."):
                 p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 3)
     pruned = prune(read_gates(bg, student.state_dict()), k=2, theta=0.0)
-    slim = build_module(pruned, "slim", "logits", memory_format=memory_format).eval()
-    return slim.to(memory_format=memory_format), build_module(pruned, "student").eval()
+    slim = build_slim(pruned, memory_format=memory_format).eval()
+    return slim.to(memory_format=memory_format), build_student(pruned).eval()
 
 
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])

@@ -23,7 +23,7 @@ from archsearch.render import draw as render_mod
 from archsearch.errors import UserError
 from archsearch.graph.serialize import ARCHITECTURE_ATTR, architecture_dict
 from archsearch.graph.trace import trace
-from archsearch.passes.codegen import build_module, gate_target, read_gates
+from archsearch.passes.codegen import build_slim, build_student, gate_target, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.prune import prune
 from archsearch.render.draw import load_architecture, render, si, stack_dot, to_dot
@@ -38,7 +38,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 # ------------------------------------------------------------------------------ architectures
 def _hand_gates(bg, weak: set[int], strong: set[tuple[int, int]]):
     """A 'trained' student: universal gates low on ``weak`` blocks, proxies in ``strong`` high."""
-    state = {k: v.clone() for k, v in build_module(bg, "student").state_dict().items() if k.startswith("gates.")}
+    state = {k: v.clone() for k, v in build_student(bg).state_dict().items() if k.startswith("gates.")}
     for node in bg.block_nodes():
         edges = bg.in_edges(node)
         if len(edges) < 2:
@@ -59,7 +59,7 @@ def archs() -> dict:
     trained = _hand_gates(bg, weak={3, 5, 8}, strong={(2, 3), (4, 5), (7, 8), (1, 4)})
     small = _hand_gates(bg, weak={2, 3, 5, 6, 8, 9}, strong={(1, 3), (4, 6), (7, 9), (0, 1), (3, 4)})
     tailored = prune(trained, k=3)
-    slim = build_module(tailored, "slim", "logits")
+    slim = build_slim(tailored)
     return {
         "student": architecture_dict(trained, None, "resnet20 student"),
         "tailored": architecture_dict(trained, tailored, "resnet20 → mnist"),

@@ -19,7 +19,7 @@ from archsearch.cli import main
 from archsearch.errors import UserError
 from archsearch.graph.trace import trace
 from archsearch.io.pack import PACK_FORMAT, UNIVERSAL_FORMAT, write_pack, write_universal
-from archsearch.passes.codegen import build_module, read_gates
+from archsearch.passes.codegen import build_slim, build_student, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.prune import prune
 from archsearch.runtime.tasks import load_tasks
@@ -60,14 +60,14 @@ def _tasks_files(folder: Path, net: torch.nn.Module | None = None, seed: int = 0
                           BlockSpec(16, 1, False, True, False)]).eval()
         randomize_batchnorm(net, 0)
     bg = insert_proxies(trace(net, INPUT), 3)
-    student = build_module(bg, "student")
+    student = build_student(bg)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in student.named_parameters():
             if name.startswith("gates."):
                 p.copy_(torch.randn(p.shape, generator=g) * 3)
     pruned = prune(read_gates(bg, student.state_dict()), k=min(k, len(bg.universal())), theta=0.0)
-    slim = build_module(pruned, "slim", "logits", memory_format=layout).eval()
+    slim = build_slim(pruned, memory_format=layout).eval()
     classifier = bg.g.graph["classifier"]
     universal, pack = folder / "universal.pt", folder / "task.pack"
     sha = write_universal(bg.gm, classifier, universal)

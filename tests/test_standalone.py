@@ -72,18 +72,17 @@ def test_a_slim_backbone_network_carries_no_reference_to_backbones(tmp_path):
     import backbones
     from archsearch.graph.classifier import replace_classifier
     from archsearch.graph.trace import trace
-    from archsearch.passes.codegen import build_module, read_gates
+    from archsearch.passes.codegen import build_slim, build_student, read_gates
     from archsearch.passes.insert_proxies import insert_proxies
     from archsearch.passes.prune import prune
 
     torch.manual_seed(0)
     bg = insert_proxies(replace_classifier(trace(backbones.get_backbone("resnet20"), (3, 32, 32)), 5), 3)
-    student = build_module(bg, "student")
+    student = build_student(bg)
     state = dict(student.state_dict())
     g = torch.Generator().manual_seed(1)
     state.update({k: torch.randn(v.shape, generator=g) * 3 for k, v in state.items() if k.startswith("gates.")})
-    slim = build_module(prune(read_gates(bg, state), 3, 0.05), "slim", "logits",
-                        memory_format=torch.channels_last).eval()
+    slim = build_slim(prune(read_gates(bg, state), 3, 0.05), memory_format=torch.channels_last).eval()
     slim.to(memory_format=torch.channels_last)
     assert "backbones" not in slim.code and "archsearch" not in slim.code
     assert all(type(m).__module__.startswith("torch.") for m in slim.modules())

@@ -8,11 +8,13 @@ the search weigh blocks by what they cost there. Universal edges (and the stem a
 node by node inside one forward pass of the pre-trained network, so each sees its input as the
 network leaves it; proxies are timed on their own, on a map of their input's shape. Both are
 approximations: node by node each operation pays the interpreter's small overhead (negligible on
-CPU at the training batch, less so on a GPU at small batches), and each proxy pays its own pooling,
-which in the generated modules proxies from one source share.
+CPU at the training batch, less so on a GPU at small batches), and each proxy, timed in the form
+the slim network runs it, pays its own pooling, which in the slim network proxies from one source
+share.
 """
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 import time
@@ -24,6 +26,7 @@ import torch.nn as nn
 
 from archsearch.errors import UserError
 from archsearch.graph.blockgraph import BlockGraph, Edge
+from archsearch.passes.lower import functional_task_layers, halving_pools
 from archsearch.platform.latency import interleaved_latency
 from archsearch.platform.memory_format import deployable_layout, training_layout
 
@@ -87,8 +90,7 @@ def measure_edge_seconds(bg: BlockGraph, batch: int, device: str | torch.device 
                 if attrs["kind"] != "proxy":
                     out[edge_key(e)] = sum(per_node.get(n, 0.0) for n in attrs["nodes"])
             for e, attrs in bg.iter_attrs("proxy"):
-                module = attrs["module"].to(device, memory_format=layout)
-                modes.update({m: training for m, training in _eval_modes(module).items() if m not in modes})
+                module = inference_form(attrs["module"], tuple(attrs["in_shape"])).to(device, memory_format=layout)
                 out[edge_key(e)] = interleaved_latency({"proxy": module}, tuple(attrs["in_shape"]), batch,
                                                        repeats=repeats, warmup=1, device=str(device),
                                                        memory_format=layout)["proxy"]
@@ -96,9 +98,19 @@ def measure_edge_seconds(bg: BlockGraph, batch: int, device: str | torch.device 
         for m, training in modes.items():
             m.train(training)
         bg.gm.to(memory_format=training_layout(device))
-        for _, attrs in bg.iter_attrs("proxy"):
-            attrs["module"].to(memory_format=training_layout(device))
     return out
+
+
+def inference_form(proxy: nn.Module, in_shape: tuple[int, ...]) -> fx.GraphModule:
+    """A copy of ``proxy`` as the slim network runs it: batch-norms folded into functional
+    convolutions, max-pooling by 2**n as pairwise maxima (:mod:`archsearch.passes.lower`)."""
+    gm = fx.symbolic_trace(copy.deepcopy(proxy).eval())
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            node.meta["shape"] = tuple(in_shape)
+    functional_task_layers(gm, lambda target: True)
+    halving_pools(gm)
+    return gm
 
 
 def apply_edge_seconds(bg: BlockGraph, seconds: dict[str, float]) -> None:

@@ -20,7 +20,7 @@ from archsearch.graph.serialize import ARCHITECTURE_ATTR, architecture_dict
 from archsearch.io.atomic import atomic_torch_save, atomic_write_json
 from archsearch.io.pack import write_pack, write_universal
 from archsearch.io.run_folder import ARCHITECTURE, PACK, TAILORED, UNIVERSAL
-from archsearch.passes.codegen import build_module
+from archsearch.passes.codegen import build_slim, build_student
 from archsearch.pipeline.rundir import RunDir
 from archsearch.pipeline.search import Found, Scores, Search
 from archsearch.platform.latency import median_latency
@@ -50,15 +50,15 @@ def export_network(search: Search, source: SourceModel, teacher_bg: BlockGraph, 
     """The slim module of ``final_bg`` in the layout it runs fastest in, scored, checked against the
     pruned student, and timed beside the original (the fine-tuned teacher in slim form)."""
     device = search.device
-    pruned_student = build_module(final_bg, "student", "all").eval()
+    pruned_student = build_student(final_bg).eval()
     probe = next(iter(search.loaders.test))[0][:PROBE_IMAGES].to(device)
-    original_module = build_module(teacher_bg, "slim", "logits").eval()
-    slim = build_module(final_bg, "slim", "logits", memory_format=DEPLOYMENT_LAYOUT).eval()
+    original_module = build_slim(teacher_bg).eval()
+    slim = build_slim(final_bg, memory_format=DEPLOYMENT_LAYOUT).eval()
     deployed, refused = deployable_layout([original_module, slim], probe, device)
     if refused:
         search.log(f"note: this network does not run in {layout_name(DEPLOYMENT_LAYOUT)} ({refused}); it is "
                    f"emitted, timed and saved {layout_name(deployed)}")
-        slim = build_module(final_bg, "slim", "logits", memory_format=deployed).eval()
+        slim = build_slim(final_bg, memory_format=deployed).eval()
     scores = search.scores(slim)
     if not is_main:
         return Artifacts(slim, scores, deployed)

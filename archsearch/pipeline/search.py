@@ -24,7 +24,7 @@ from archsearch.graph.gates import alphas
 from archsearch.io.checkpoint import load_checkpoint, save_checkpoint
 from archsearch.io.jsonfile import read_json_dict
 from archsearch.io.atomic import atomic_write_json
-from archsearch.passes.codegen import build_module, read_gates
+from archsearch.passes.codegen import build_student, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.measure import apply_edge_seconds, measure_edge_seconds
 from archsearch.passes.prune import prune
@@ -170,6 +170,7 @@ class Search:
                  log: Callable[[str], None]) -> None:
         self.cfg, self.run, self.bg, self.d, self.log = cfg, run, bg, d, log
         self.device = distributed.device_for(d, cfg.device)
+        self.on_cpu = torch.device(self.device).type == "cpu"  # students train proxies' 1x1 convolutions as matrix products
         self.loaders = _loaders(cfg, data, d)
         self.chance_loss = math.log(max(2, data.num_classes))  # cross-entropy of guessing
         self.classifier = bg.g.graph["classifier"]
@@ -228,7 +229,7 @@ class Search:
         kept at its best validation accuracy."""
         clock = time.perf_counter()
         teacher_bg = BlockGraph(self.bg.g.copy(), copy.deepcopy(self.bg.gm))
-        teacher = self.place(build_module(teacher_bg, "student", "all"))
+        teacher = self.place(build_student(teacher_bg))
         lr = self.cfg.lr
         stage = teacher_stage(teacher, self.classifier, self.cfg.length("teacher"), lr,
                               lr * HEAD_LR_FACTOR * self.head_lr_scale, self.run.ckpt("teacher"),
@@ -261,7 +262,7 @@ class Search:
         targets = OmegaTeacher(teacher, fp32=self.cfg.fp32_targets)
         torch.manual_seed(self.cfg.seed)  # new proxies start alike whether or not earlier stages ran in this process
         student_bg = insert_proxies(self.bg, self.cfg.skips)
-        student = self.place(build_module(student_bg, "student", "all"))
+        student = self.place(build_student(student_bg, matmul_pointwise=self.on_cpu))
         if self.cfg.cost == "latency":
             self.measure_costs(student_bg)
         self._fit(self._student_stage("student", "student", student, student_bg, self.cfg.gamma1, self.cfg.gamma2,
@@ -306,7 +307,7 @@ class Search:
         ``--retrain-gamma2``, and record the result."""
         theta = self.cfg.theta if theta is None else theta
         pruned = prune(trained_bg, k, theta).with_own_task_modules()
-        module = self.place(build_module(pruned, "student", "all"))
+        module = self.place(build_student(pruned, matmul_pointwise=self.on_cpu))
         key = f"retrain-k{k}" + (f"-theta{theta!r}" if theta != self.cfg.theta else "")  # repr: exact, unique
         name = f"retrain k={k}" + (f" theta={theta:g}" if theta != self.cfg.theta else "")
         self._fit(self._student_stage(key, name, module, pruned, 0.0, self.cfg.retrain_gamma2, targets,

@@ -25,7 +25,7 @@ from archsearch.io.run_folder import PACK, REDO, TAILORED, UNIVERSAL, read_repor
 from archsearch.platform.latency import latency_rounds
 from archsearch.platform.memory_format import layout_name, layout_named
 from archsearch.sources.models import resolve_model
-from archsearch.passes.codegen import build_module
+from archsearch.passes.codegen import build_slim
 from archsearch.runtime.tasks import load_tasks
 from backbones import torch_load
 
@@ -66,7 +66,7 @@ def original_network(report: dict) -> fx.GraphModule:
                  if model and not Path(model.rpartition(":")[0]).is_absolute() else "")
         raise UserError(f"cannot rebuild the run's original network: {exc}{where}") from exc
     bg = trace(source.model, tuple(report["input_shape"]), cfg.get("leaf_modules") or [])
-    return build_module(replace_classifier(bg, report["num_classes"]), "slim", "logits").eval()
+    return build_slim(replace_classifier(bg, report["num_classes"])).eval()
 
 
 def parse_counts(text: str, what: str, allow_zero: bool = False) -> list[int]:

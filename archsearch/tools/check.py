@@ -21,7 +21,7 @@ from archsearch.graph.blockgraph import BlockGraph
 from archsearch.graph.classifier import replace_classifier
 from archsearch.graph.trace import feature_map_problem, trace
 from archsearch.platform.memory_format import DEPLOYMENT_LAYOUT, deployable_layout
-from archsearch.passes.codegen import build_module, gate_target, read_gates
+from archsearch.passes.codegen import build_slim, build_student, gate_target, read_gates
 from archsearch.passes.insert_proxies import insert_proxies
 from archsearch.passes.prune import prune
 
@@ -75,7 +75,7 @@ def tailoring_step(bg: BlockGraph, seed: int = 0) -> tuple[float, int]:
     for p in bg.gm.parameters():  # the pre-trained blocks are frozen, as in a run
         p.requires_grad_(False)
     student_bg = insert_proxies(bg, 3)
-    student = build_module(student_bg, "student", "all").train()
+    student = build_student(student_bg).train()
     x = torch.randn((4, *bg.g.graph["input_shape"]))
     logits, _ = student(x)
     F.cross_entropy(logits, torch.arange(4) % logits.shape[1]).backward()
@@ -87,12 +87,12 @@ def tailoring_step(bg: BlockGraph, seed: int = 0) -> tuple[float, int]:
             state[gate_target(node)] = torch.randn_like(state[gate_target(node)]) * 2
     gated = read_gates(student_bg, state)
     pruned = prune(gated, k=len(gated.universal()) // 2, theta=0.05)
-    reference = build_module(pruned, "student", "all").eval()
+    reference = build_student(pruned).eval()
     probe = torch.randn((2, *bg.g.graph["input_shape"]))
-    slim = build_module(pruned, "slim", "logits", memory_format=DEPLOYMENT_LAYOUT).eval()
+    slim = build_slim(pruned, memory_format=DEPLOYMENT_LAYOUT).eval()
     layout, _ = deployable_layout([slim], probe, "cpu")
     if layout != DEPLOYMENT_LAYOUT:
-        slim = build_module(pruned, "slim", "logits", memory_format=layout).eval()
+        slim = build_slim(pruned, memory_format=layout).eval()
     with torch.no_grad():
         want = reference(probe)[0]
         got = slim(probe.to(memory_format=layout))

@@ -17,7 +17,7 @@ sys.path.insert(0, str(HERE.parents[1]))  # run from a checkout without installi
 import backbones  # noqa: E402
 from archsearch.graph.serialize import architecture_dict  # noqa: E402
 from archsearch.graph.trace import trace  # noqa: E402
-from archsearch.passes.codegen import build_module, gate_target, read_gates  # noqa: E402
+from archsearch.passes.codegen import build_student, gate_target, read_gates  # noqa: E402
 from archsearch.passes.insert_proxies import insert_proxies  # noqa: E402
 from archsearch.passes.prune import prune  # noqa: E402
 from archsearch.render.draw import render, stack_dot, to_dot  # noqa: E402
@@ -29,7 +29,7 @@ def student(backbone: str, side: int):
 
 def simulated(bg, weak: set[int], strong: set[tuple[int, int]], k: int | None, name: str) -> dict:
     """Architecture dict after hand-set gates: blocks in ``weak`` low, proxies (s, d) in ``strong`` high."""
-    state = build_module(bg, "student").state_dict()
+    state = build_student(bg).state_dict()
     for node in bg.block_nodes():
         edges = bg.in_edges(node)
         if len(edges) < 2:

@@ -2,10 +2,9 @@
 
 PyTorch's CPU tensors come from malloc. By default glibc serves a large request with a fresh mmap and
 hands the pages back to the kernel when the tensor is freed, so every feature map of every forward
-pass is page-faulted (and zeroed by the kernel) again: measured here, a 16-channel 3x3 convolution at
-batch 64 took 6.2 ms with ~3,000 page faults per call, and 2.1 ms with ~140 once freed memory stays
-in the heap (docs/design-choices.md; earlier tables in git history of docs/results.md). Raising glibc's mmap and trim thresholds keeps it there, as jemalloc or
-tcmalloc would. The cost: the process keeps its peak heap instead of shrinking after it.
+pass is page-faulted (and zeroed by the kernel) again, which made small convolutions several times
+slower (docs/design-choices.md has the measurement). Raising glibc's mmap and trim thresholds keeps
+freed memory in the heap, as jemalloc or tcmalloc would. The cost: the process keeps its peak heap instead of shrinking after it.
 
 Set by the ``archsearch`` command and the benchmarks, not on import: a library should not change a
 host process's allocator behind its back.

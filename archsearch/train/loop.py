@@ -180,10 +180,9 @@ def _clip_relative_steps(optimizer: torch.optim.Optimizer) -> None:
 def _collapsed(score: float, best: float, train_ce: float, chance_loss: float | None) -> bool:
     """A validation accuracy that lost more than a quarter of the best one in an epoch (and that was
     worth something) while training learnt nothing (its cross-entropy above ``chance_loss``, where
-    given): fine-tuning at too high a rate wrecking pre-trained features looks like this (MobileNetV2
-    from iNaturalist: 42 % to 27.5 % at a training loss of 3.15 against ln 10 = 2.30). A first epoch
-    whose moving batch-norm statistics cost a starting classifier accuracy for a while, while its
-    training loss falls (Fashion-MNIST to MNIST: 79 % to 56 % at 1.23), is not one."""
+    given): fine-tuning at too high a rate wrecking pre-trained features looks like this. A first
+    epoch whose moving batch-norm statistics cost a starting classifier accuracy for a while, while
+    its training loss falls, is not one (docs/design-choices.md, *Stage lengths*, has both cases)."""
     if not math.isfinite(score):
         return True
     wrecked = best > 0 and score < COLLAPSE * best

@@ -13,7 +13,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from archsearch.passes.lower.graph_edit import get_tensor, set_tensor, tidy
+from archsearch.passes.lower.graph_edit import finish, get_tensor, set_tensor, swap
 
 
 def _scalable_conv(gm: fx.GraphModule, node: object) -> bool:
@@ -39,10 +39,6 @@ def fold_gates(gm: fx.GraphModule) -> int:
         with torch.no_grad():
             for t in conv.args[1:3]:
                 set_tensor(gm, t.target, get_tensor(gm, t) * scale)
-        conv.meta.update(node.meta)
-        node.replace_all_uses_with(conv)
-        gm.graph.erase_node(node)
+        swap(gm, node, conv)
         folded += 1
-    if folded:
-        tidy(gm)
-    return folded
+    return finish(gm, folded)

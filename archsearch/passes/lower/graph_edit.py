@@ -45,6 +45,22 @@ def get_tensor(gm: fx.GraphModule, node: fx.Node) -> torch.Tensor | None:
     return obj if isinstance(obj, torch.Tensor) else None
 
 
+def swap(gm: fx.GraphModule, old: fx.Node, new: fx.Node, keep_meta: bool = True) -> None:
+    """``new`` in place of ``old`` for every user, ``old`` erased; ``old``'s marks (a node's sum, its
+    shape) move to ``new`` unless ``keep_meta`` is False."""
+    if keep_meta:
+        new.meta.update(old.meta)
+    old.replace_all_uses_with(new)
+    gm.graph.erase_node(old)
+
+
+def finish(gm: fx.GraphModule, count: int) -> int:
+    """A pass's end: ``gm`` tidied where the pass changed anything; returns ``count``."""
+    if count:
+        tidy(gm)
+    return count
+
+
 def tidy(gm: fx.GraphModule) -> None:
     """Remove dead nodes, the tensors the passes stored that nothing reads any more, and the modules
     nothing calls or reads (from ``gm`` only: a module it shares is never changed); check and recompile."""

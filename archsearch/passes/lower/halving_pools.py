@@ -14,7 +14,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from archsearch.passes.lower.graph_edit import tidy
+from archsearch.passes.lower.graph_edit import finish, swap
 
 _ALL = slice(None)
 
@@ -25,12 +25,15 @@ def _pair(v: object) -> tuple:
 
 def _halvings(node: fx.Node) -> int:
     """How many halvings ``node`` (a ``max_pool2d`` call) is, or 0 where it is not one."""
-    args = list(node.args) + [None] * (6 - len(node.args))
-    x, kernel, stride, padding, dilation, ceil_mode = args[:6]
-    kernel = _pair(kernel)
+    names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+    if len(node.args) > len(names) or set(node.kwargs) - set(names):
+        return 0
+    bound = {**dict(zip(names, node.args)), **node.kwargs}
+    x, kernel, stride = bound.get("input"), _pair(bound.get("kernel_size")), bound.get("stride")
+    padding, dilation = bound.get("padding", 0), bound.get("dilation", 1)
     stride = _pair(stride) if stride not in (None, ()) else kernel
     shape = x.meta.get("shape") if isinstance(x, fx.Node) else None
-    if node.kwargs or kernel[0] != kernel[1] or stride != kernel or _pair(padding or 0) != (0, 0):
+    if bound.get("return_indices") or kernel[0] != kernel[1] or stride != kernel or _pair(padding or 0) != (0, 0):
         return 0
     if _pair(dilation or 1) != (1, 1) or shape is None or len(shape) != 3:
         return 0
@@ -59,9 +62,6 @@ def halving_pools(gm: fx.GraphModule) -> int:
                 cols = graph.call_function(torch.unflatten, (x, 3, (-1, 2)))
                 x = graph.call_function(torch.maximum, (graph.call_function(operator.getitem, (cols, (Ellipsis, 0))),
                                                         graph.call_function(operator.getitem, (cols, (Ellipsis, 1)))))
-        node.replace_all_uses_with(x)
-        graph.erase_node(node)
+        swap(gm, node, x, keep_meta=False)
         lowered += 1
-    if lowered:
-        tidy(gm)
-    return lowered
+    return finish(gm, lowered)

@@ -14,7 +14,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from archsearch.passes.lower.graph_edit import tidy
+from archsearch.passes.lower.graph_edit import finish, swap
 
 
 def _pointwise(module: nn.Module) -> bool:
@@ -40,10 +40,6 @@ def pointwise_as_matmul(gm: fx.GraphModule, is_task: Callable[[str], bool]) -> i
             product = graph.call_function(torch.bmm, (weights, graph.call_method("flatten", (x, 2))))
             hw = graph.call_function(operator.getitem, (graph.call_function(getattr, (x, "shape")), slice(2, None)))
             new = graph.call_method("unflatten", (product, 2, hw))
-        new.meta.update(node.meta)
-        node.replace_all_uses_with(new)
-        graph.erase_node(node)
+        swap(gm, node, new)
         changed += 1
-    if changed:
-        tidy(gm)
-    return changed
+    return finish(gm, changed)

@@ -25,7 +25,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from archsearch.passes.lower.graph_edit import get_tensor, set_tensor, tidy
+from archsearch.passes.lower.graph_edit import finish, get_tensor, set_tensor, swap
 
 BIAS_PREFIX = "proxies.bias_"  # the summed biases of node N's proxies: proxies.bias_N
 
@@ -188,11 +188,7 @@ def fuse_pointwise_sums(gm: fx.GraphModule, pixels_major: bool = False) -> int:
             new = rewriter.rewrite(root)
         if new is None:
             continue
-        new.meta.update({k: v for k, v in root.meta.items() if k in ("sum_of", "shape")})
         new.meta["owned"] = True
-        root.replace_all_uses_with(new)
-        gm.graph.erase_node(root)
+        swap(gm, root, new)
         fused += 1
-    if fused:
-        tidy(gm)
-    return fused
+    return finish(gm, fused)

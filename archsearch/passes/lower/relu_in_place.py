@@ -14,7 +14,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from archsearch.passes.lower.graph_edit import tidy
+from archsearch.passes.lower.graph_edit import finish, swap
 
 _TEMPORARIES = (operator.add, operator.mul, torch.add, torch.unflatten)
 
@@ -43,10 +43,6 @@ def relu_in_place(gm: fx.GraphModule) -> int:
             continue
         with gm.graph.inserting_before(node):
             new = gm.graph.call_function(torch.relu_, (node.args[0],))
-        new.meta.update(node.meta)
-        node.replace_all_uses_with(new)
-        gm.graph.erase_node(node)
+        swap(gm, node, new)
         changed += 1
-    if changed:
-        tidy(gm)
-    return changed
+    return finish(gm, changed)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch.fx as fx
 import torch.nn.functional as F
 
-from archsearch.passes.lower.graph_edit import tidy
+from archsearch.passes.lower.graph_edit import finish, swap
 
 POOLING = (F.max_pool2d, F.adaptive_max_pool2d)
 
@@ -27,11 +27,8 @@ def share_pooling(gm: fx.GraphModule) -> int:
             continue
         key = _key(node)
         if key in first:
-            node.replace_all_uses_with(first[key])
-            gm.graph.erase_node(node)
+            swap(gm, node, first[key], keep_meta=False)
             shared += 1
         else:
             first[key] = node
-    if shared:
-        tidy(gm)
-    return shared
+    return finish(gm, shared)

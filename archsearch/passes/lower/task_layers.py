@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from archsearch.passes.lower.graph_edit import own_container, set_tensor, tidy
+from archsearch.passes.lower.graph_edit import finish, own_container, set_tensor, swap
 
 POOLS = (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
 
@@ -53,9 +53,7 @@ def _lower(gm: fx.GraphModule, node: fx.Node, module: nn.Module, modules: dict[s
             out = graph.call_function(F.conv2d, (x, graph.get_attr(f"{target}.weight"), graph.get_attr(f"{target}.bias"),
                                                  module.stride, module.padding, module.dilation, module.groups))
         if bn_node is not None:
-            out.meta.update(bn_node.meta)  # a mark on the batch-norm's value (a node's sum) stays on its value
-            bn_node.replace_all_uses_with(out)
-            graph.erase_node(bn_node)
+            swap(gm, bn_node, out)  # a mark on the batch-norm's value (a node's sum) stays on its value
             gone.add(bn_node)
         return out
     if isinstance(module, nn.Linear):
@@ -90,10 +88,6 @@ def functional_task_layers(gm: fx.GraphModule, is_task: Callable[[str], bool]) -
             out = _lower(gm, node, modules[node.target], modules, gone)
         if out is None:
             continue
-        out.meta.update(node.meta)
-        node.replace_all_uses_with(out)
-        gm.graph.erase_node(node)
+        swap(gm, node, out)
         lowered += 1
-    if lowered:
-        tidy(gm)
-    return lowered
+    return finish(gm, lowered)

@@ -147,3 +147,23 @@ def test_fuse_pointwise_sums_accumulates_products_into_the_sum(pixels_major):
     assert ("addmm_" if pixels_major else "baddbmm_") in _targets(gm)
     assert any(name.startswith("proxies.bias_x3") for name, _ in gm.named_parameters())
     torch.testing.assert_close(gm(*inputs), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_drop_identities_keeps_a_module_that_returns_an_equal_copy():
+    """A 1x1 max-pool copies its input: dropped, the in-place ReLU after it would overwrite what the skip reads."""
+    from archsearch.passes.lower import drop_identities
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool, self.drop, self.act = nn.MaxPool2d(1), nn.Dropout(0.5), nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            return self.act(self.pool(self.drop(x))) + x
+
+    model = Net().eval()
+    gm = fx.symbolic_trace(Net().eval())
+    assert drop_identities(gm) == 1  # the dropout, which returns its very input in evaluation
+    assert [n.target for n in gm.graph.nodes if n.op == "call_module"] == ["pool", "act"]
+    x = torch.randn(2, 3, 4, 4)
+    _eval_equal(model, gm, x.clone())

@@ -16,20 +16,26 @@ PROBE_SHAPE = (2, 8, 5, 5)  # any feature map: the modules this pass removes do 
 
 
 def passes_through(module: nn.Module) -> bool:
-    """True for a module without parameters or buffers whose evaluation returns its input unchanged."""
+    """True for a module without parameters or buffers whose evaluation returns its very input (the
+    same tensor, or a view of all of it): dropping it changes nothing, in-place operations after it
+    included. A module that returns an equal copy (a 1x1 pooling, a zero padding) is kept: after it,
+    an in-place operation writes the copy, not a map other nodes read."""
     if next(module.parameters(), None) is not None or next(module.buffers(), None) is not None:
         return False
     was_training = module.training
     module.eval()
     x = torch.randn(PROBE_SHAPE, generator=torch.Generator().manual_seed(0))
+    probe = x.clone()
     try:
         with torch.no_grad():
-            y = module(x.clone())
+            y = module(probe)
     except Exception:  # a module that cannot take any map is no identity
         return False
     finally:
         module.train(was_training)
-    return isinstance(y, torch.Tensor) and y.shape == x.shape and torch.equal(y, x)
+    if not isinstance(y, torch.Tensor) or y.shape != x.shape or y.stride() != probe.stride():
+        return False
+    return y.data_ptr() == probe.data_ptr() and torch.equal(y, x)
 
 
 def drop_identities(gm: fx.GraphModule) -> int:

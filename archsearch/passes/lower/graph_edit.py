@@ -45,11 +45,10 @@ def get_tensor(gm: fx.GraphModule, node: fx.Node) -> torch.Tensor | None:
     return obj if isinstance(obj, torch.Tensor) else None
 
 
-def swap(gm: fx.GraphModule, old: fx.Node, new: fx.Node, keep_meta: bool = True) -> None:
-    """``new`` in place of ``old`` for every user, ``old`` erased; ``old``'s marks (a node's sum, its
-    shape) move to ``new`` unless ``keep_meta`` is False."""
-    if keep_meta:
-        new.meta.update(old.meta)
+def swap(gm: fx.GraphModule, old: fx.Node, new: fx.Node) -> None:
+    """``new`` (the same value) in place of ``old`` for every user, ``old`` erased; ``old``'s marks (a
+    node's sum, its shape) move to ``new``."""
+    new.meta.update(old.meta)
     old.replace_all_uses_with(new)
     gm.graph.erase_node(old)
 

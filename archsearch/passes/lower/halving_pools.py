@@ -62,6 +62,6 @@ def halving_pools(gm: fx.GraphModule) -> int:
                 cols = graph.call_function(torch.unflatten, (x, 3, (-1, 2)))
                 x = graph.call_function(torch.maximum, (graph.call_function(operator.getitem, (cols, (Ellipsis, 0))),
                                                         graph.call_function(operator.getitem, (cols, (Ellipsis, 1)))))
-        swap(gm, node, x, keep_meta=False)
+        swap(gm, node, x)
         lowered += 1
     return finish(gm, lowered)

@@ -172,7 +172,7 @@ class _Rewriter:
             for p in products:
                 matrix = self.tensor(p.args[1].target, get_tensor(self.gm, p.args[1]).flatten(1).t().contiguous())
                 sums = self.method("addmm_", sums, self.cast(self.source_rows(p.args[0]), acc), self.cast(matrix, acc))
-            grid = self.method("view", sums, -1, *out_hw, bias.numel())
+            grid = self.method("view", sums, self.method("size", acc, 0), *out_hw, bias.numel())  # another size fails
             acc = self.call(torch.permute, grid, (0, 3, 1, 2))
         return acc
 

@@ -27,7 +27,7 @@ def share_pooling(gm: fx.GraphModule) -> int:
             continue
         key = _key(node)
         if key in first:
-            swap(gm, node, first[key], keep_meta=False)
+            swap(gm, node, first[key])
             shared += 1
         else:
             first[key] = node

@@ -38,7 +38,7 @@ def _lower(gm: fx.GraphModule, node: fx.Node, module: nn.Module, modules: dict[s
     """The functional replacement of one module call (inserted before it), or None to keep it. A
     batch-norm folded into it is erased and added to ``gone``."""
     graph, x, target = gm.graph, node.args[0], node.target
-    if isinstance(module, nn.Conv2d) and module.padding_mode == "zeros":
+    if type(module) is nn.Conv2d and module.padding_mode == "zeros":  # a subclass may compute otherwise
         weight = module.weight.detach()
         bias = module.bias.detach() if module.bias is not None else weight.new_zeros(module.out_channels)
         bn_node = _folded_bn(node, modules)
@@ -56,7 +56,7 @@ def _lower(gm: fx.GraphModule, node: fx.Node, module: nn.Module, modules: dict[s
             swap(gm, bn_node, out)  # a mark on the batch-norm's value (a node's sum) stays on its value
             gone.add(bn_node)
         return out
-    if isinstance(module, nn.Linear):
+    if type(module) is nn.Linear:
         own_container(gm, target)
         set_tensor(gm, f"{target}.weight", module.weight.detach().clone())
         if module.bias is not None:

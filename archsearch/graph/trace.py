@@ -14,7 +14,7 @@ norm-and-activation layers) are kept whole as leaves, so they keep doing so in t
 from __future__ import annotations
 
 import operator
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import networkx as nx
 import torch
@@ -162,6 +162,7 @@ def _traced(model: nn.Module, leaf_modules: Sequence[str | type]) -> tuple[fx.Gr
         for m, mode in modes.items():
             m.training = mode
     difference = _mode_difference(model, graph, training)
+    _functionalize_statements(graph)
     graph._tracer_cls = None  # saved modules must unpickle with plain torch, not this tracer
     for node in graph.nodes:  # string annotations (from __future__ import annotations) break pickling
         node.type = None
@@ -170,6 +171,40 @@ def _traced(model: nn.Module, leaf_modules: Sequence[str | type]) -> tuple[fx.Gr
     if not difference:
         _note_stochastic(gm)
     return gm, difference
+
+
+def _out_of_place(node: fx.Node) -> str | Callable | None:
+    """The out-of-place form of an in-place call (``x.add_(y)``, ``torch.relu_(x)``), or None."""
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    if not (isinstance(name, str) and name.endswith("_") and not name.endswith("__")):
+        return None
+    if node.op == "call_method":
+        return name[:-1] if hasattr(torch.Tensor, name[:-1]) else None
+    if node.op == "call_function" and getattr(torch, name, None) is node.target:
+        return getattr(torch, name[:-1], None)
+    return None
+
+
+def _functionalize_statements(graph: fx.Graph) -> int:
+    """In place: an in-place call whose result nothing reads (``out.add_(x)`` as a statement) becomes
+    its out-of-place form, and every later reader of the tensor it changed reads its result instead.
+    fx records such a call, but nothing depends on it, so blocks cut from the graph would leave it
+    out and compute something else than the model. Returns the count."""
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    changed = 0
+    for node in list(graph.nodes):
+        if node.users or not node.args or not isinstance(node.args[0], fx.Node):
+            continue
+        form = _out_of_place(node)
+        if form is None:
+            continue
+        target = node.args[0]
+        node.target = form
+        for user in list(target.users):
+            if user is not node and order[user] > order[node]:
+                user.replace_input_with(target, node)
+        changed += 1
+    return changed
 
 
 class _ShapesAndMacs(ShapeProp):

@@ -167,3 +167,28 @@ def test_drop_identities_keeps_a_module_that_returns_an_equal_copy():
     assert [n.target for n in gm.graph.nodes if n.op == "call_module"] == ["pool", "act"]
     x = torch.randn(2, 3, 4, 4)
     _eval_equal(model, gm, x.clone())
+
+
+def test_a_shared_modules_tensors_are_never_rewritten():
+    """A block called as a module that also reads its weight with get_attr: folding a gate into that
+    weight would change a module other networks share, so the pass leaves the multiplication."""
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(3, 2, 1, 1), requires_grad=False)
+            self.bias = nn.Parameter(torch.randn(3), requires_grad=False)
+
+        def forward(self, x):
+            return x
+
+    shared = Shared()
+    g = fx.Graph()
+    x = g.placeholder("x")
+    conv = g.call_function(F.conv2d, (g.call_module("block", (x,)), g.get_attr("block.weight"),
+                                      g.get_attr("block.bias"), (1, 1), (0, 0), (1, 1), 1))
+    g.output(g.call_function(operator.mul, (conv, 0.5)))
+    gm = fx.GraphModule({"block": shared, "block.weight": shared.weight, "block.bias": shared.bias}, g)
+    before = shared.weight.detach().clone()
+    assert gm.block is shared
+    assert fold_gates(gm) == 0
+    assert torch.equal(shared.weight, before) and gm.block.weight is shared.weight

@@ -13,7 +13,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from archsearch.passes.lower.graph_edit import finish, get_tensor, set_tensor, swap
+from archsearch.passes.lower.graph_edit import finish, get_tensor, set_tensor, swap, writable
 
 
 def _scalable_conv(gm: fx.GraphModule, node: object) -> bool:
@@ -22,7 +22,7 @@ def _scalable_conv(gm: fx.GraphModule, node: object) -> bool:
             and len(node.users) == 1 and len(node.args) >= 3):
         return False
     tensors = node.args[1:3]
-    return all(get_tensor(gm, t) is not None and len(t.users) == 1 for t in tensors)
+    return all(get_tensor(gm, t) is not None and len(t.users) == 1 and writable(gm, t.target) for t in tensors)
 
 
 def fold_gates(gm: fx.GraphModule) -> int:

@@ -26,6 +26,18 @@ def set_tensor(gm: fx.GraphModule, target: str, value: torch.Tensor) -> None:
         raise ValueError(f"cannot store a tensor at '{target}': the name is taken")
 
 
+def writable(gm: fx.GraphModule, target: str) -> bool:
+    """Whether the tensor at ``target`` belongs to ``gm`` alone: it sits in ``gm`` itself or in a plain
+    container (made by fx or by these passes), not in a module the network shares (a universal block
+    whose code reads its weights with ``get_attr``), which a pass must never change."""
+    parent_path = target.rpartition(".")[0]
+    try:
+        parent = gm.get_submodule(parent_path) if parent_path else gm
+    except AttributeError:
+        return False
+    return parent is gm or type(parent) is nn.Module
+
+
 def own_container(gm: fx.GraphModule, target: str) -> None:
     """Put a fresh, empty ``nn.Module`` at ``target`` in ``gm`` in place of the module there, so that
     tensors stored under it never land on a module the network shares with others (a student's

@@ -25,7 +25,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from archsearch.passes.lower.graph_edit import finish, get_tensor, set_tensor, swap
+from archsearch.passes.lower.graph_edit import finish, get_tensor, set_tensor, swap, writable
 
 BIAS_PREFIX = "proxies.bias_"  # the summed biases of node N's proxies: proxies.bias_N
 
@@ -53,7 +53,7 @@ def _is_product(gm: fx.GraphModule, node: fx.Node) -> bool:
     _, w, b, stride, padding, dilation, groups = node.args
     weight, bias = get_tensor(gm, w), get_tensor(gm, b)
     return (weight is not None and bias is not None and weight.dim() == 4 and tuple(weight.shape[2:]) == (1, 1)
-            and len(w.users) == 1 and len(b.users) == 1 and tuple(stride) == (1, 1)
+            and len(w.users) == 1 and len(b.users) == 1 and writable(gm, w.target) and tuple(stride) == (1, 1)
             and padding in (0, (0, 0), "valid") and tuple(dilation) == (1, 1) and groups == 1)
 
 

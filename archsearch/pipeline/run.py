@@ -31,6 +31,7 @@ from archsearch.pipeline.report import PACK_SUMMARY_KEYS, failed_teacher, final_
 from archsearch.pipeline.rundir import run_dir
 from archsearch.pipeline.search import Search
 from archsearch.sources.models import SourceModel, resolve_model
+from archsearch.sources.zoo import is_zoo_spec
 from archsearch.train import distributed
 from archsearch.train.distributed import Dist
 
@@ -83,7 +84,7 @@ def _tailor(cfg: TailorConfig, source: SourceModel, data, bg: BlockGraph, d: Dis
     inputs = {"universal_sha256": digest_before, "data_sha256": data.digest()} if d.is_main else {}  # rank 0 checks
     run = run_dir(cfg, d, inputs)
     log(f"run directory: {run.path}" + (f" ({d.world_size} processes)" if d.enabled else ""))
-    if cfg.model and not cfg.weights:
+    if cfg.model and not cfg.weights and not is_zoo_spec(cfg.model):  # the zoo says where its weights came from
         log(f"note: --model without --weights: the blocks keep the weights {cfg.model} gave them; "
             "if it builds an untrained network, pass its pre-trained state dict with --weights")
     log(f"data: {describe(data)}; training augmentation: {data.augment}")

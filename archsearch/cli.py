@@ -187,7 +187,7 @@ def tailor(model_spec, quiet, **opts) -> None:
     """Run the whole method: teacher, student with proxies and gates, pruning sweep, retraining.
 
     With no options it tailors the built-in ResNet-20 (pre-trained by archsearch on Fashion-MNIST)
-    to the 5,000-image MNIST subset (about 25 minutes on one CPU core). Each stage trains until its
+    to the 5,000-image MNIST subset (about 30 minutes on one CPU core). Each stage trains until its
     validation score stops improving; a teacher no better than feature extraction fails the run
     (exit status 3, report.json written). Writes report.json, tailored.pt, task.pack, universal.pt and
     architecture.svg to the run directory (architecture.dot, with a note, where Graphviz cannot draw).

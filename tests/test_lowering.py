@@ -18,6 +18,11 @@ def _eval_equal(before: nn.Module, after: fx.GraphModule, *inputs: torch.Tensor)
         torch.testing.assert_close(after(*inputs), before(*inputs), rtol=1e-5, atol=1e-5)
 
 
+def _frozen(*shape: int) -> nn.Parameter:
+    """A random tensor as a slim network holds it: a parameter that takes no gradient."""
+    return nn.Parameter(torch.randn(*shape), requires_grad=False)
+
+
 def _targets(gm: fx.GraphModule) -> list:
     return [n.target for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
 
@@ -65,8 +70,8 @@ def test_fold_gates_scales_the_convolution_instead_of_its_output():
     class Holder(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.w = nn.Parameter(torch.randn(3, 2, 1, 1), requires_grad=False)
-            self.b = nn.Parameter(torch.randn(3), requires_grad=False)
+            self.w = _frozen(3, 2, 1, 1)
+            self.b = _frozen(3)
 
         def forward(self, x):
             return 0.25 * F.conv2d(x, self.w, self.b, (1, 1), (0, 0), (1, 1), 1)
@@ -125,10 +130,10 @@ def test_fuse_pointwise_sums_accumulates_products_into_the_sum(pixels_major):
     class Sum(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.w1 = nn.Parameter(torch.randn(4, 3, 1, 1), requires_grad=False)
-            self.b1 = nn.Parameter(torch.randn(4), requires_grad=False)
-            self.w2 = nn.Parameter(torch.randn(4, 5, 1, 1), requires_grad=False)
-            self.b2 = nn.Parameter(torch.randn(4), requires_grad=False)
+            self.w1 = _frozen(4, 3, 1, 1)
+            self.b1 = _frozen(4)
+            self.w2 = _frozen(4, 5, 1, 1)
+            self.b2 = _frozen(4)
 
         def forward(self, u, x, z):
             one = F.conv2d(x, self.w1, self.b1, (1, 1), (0, 0), (1, 1), 1)
@@ -175,8 +180,8 @@ def test_a_shared_modules_tensors_are_never_rewritten():
     class Shared(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.weight = nn.Parameter(torch.randn(3, 2, 1, 1), requires_grad=False)
-            self.bias = nn.Parameter(torch.randn(3), requires_grad=False)
+            self.weight = _frozen(3, 2, 1, 1)
+            self.bias = _frozen(3)
 
         def forward(self, x):
             return x

@@ -31,6 +31,7 @@ from archsearch.graph.blockgraph import INPUT, OUTPUT, BlockGraph, Edge
 from archsearch.graph.gates import alphas, gated_in_edges
 from archsearch.nn.proxy import Proxy, pool_key
 from archsearch.passes.lower import lower_slim, pointwise_as_matmul
+from archsearch.passes.lower.graph_edit import add_chain
 
 GATES = "gates."  # path prefix of every gate's logits in a student module
 PROXIES = "proxies."  # path prefix of every proxy
@@ -94,19 +95,19 @@ class _Emitter:
         """A proxy's layers called one by one. ``share_pool``: its pooling is called once for every
         proxy that pools ``source`` alike (the student; the slim graph leaves that to a pass)."""
         target, module = attrs["target"], attrs["module"]
-        layers = list(module) if isinstance(module, Proxy) else [module]
+        if not isinstance(module, Proxy):  # a proxy of another kind: one module call
+            return self.module(target, module, source)
         x = source
-        for i, layer in enumerate(layers):
+        for i, layer in enumerate(module):
             if isinstance(layer, nn.Identity):
                 continue
-            path = f"{target}.{i}" if isinstance(module, Proxy) else target
-            if i == 0 and share_pool and isinstance(module, Proxy):
+            if i == 0 and share_pool:
                 key = (source.name, pool_key(layer))
                 if key not in self.pools:
-                    self.pools[key] = self.module(path, layer, source)
+                    self.pools[key] = self.module(f"{target}.0", layer, source)
                 x = self.pools[key]
             else:
-                x = self.module(path, layer, x)
+                x = self.module(f"{target}.{i}", layer, x)
         return x
 
     def node_value(self, node: str, total: fx.Node, values: dict[str, fx.Node]) -> None:
@@ -135,18 +136,21 @@ class _Emitter:
         return fx.GraphModule(self.root, self.graph, name)
 
 
-def _sum(em: _Emitter, terms: list[fx.Node]) -> fx.Node:
-    total = terms[0]
-    for t in terms[1:]:
-        total = em.call(operator.add, total, t)
-    return total
+def task_prefixes(bg: BlockGraph) -> tuple[str, ...]:
+    """Path prefixes of the task-specific parts of a generated network: proxies, gates, classifier."""
+    classifier = bg.g.graph.get("classifier")
+    return (PROXIES, GATES) + ((classifier + ".",) if classifier else ())
+
+
+def is_task_specific(name: str, prefixes: tuple[str, ...]) -> bool:
+    """True for a parameter or module path that belongs to the task, not to the shared blocks."""
+    return (name + ".").startswith(prefixes)
 
 
 def is_task_target(bg: BlockGraph) -> Callable[[str], bool]:
-    """Whether a module path of a generated network belongs to the task (proxies, classifier)."""
-    classifier = bg.g.graph.get("classifier")
-    return lambda target: target.startswith(PROXIES) or (classifier is not None and
-                                                         (target == classifier or target.startswith(classifier + ".")))
+    """Whether a module path of a generated network belongs to the task (what the lowering passes may rewrite)."""
+    prefixes = task_prefixes(bg)
+    return lambda target: is_task_specific(target, prefixes)
 
 
 def build_student(bg: BlockGraph, block_outputs: bool = True, matmul_pointwise: bool = False) -> fx.GraphModule:
@@ -173,7 +177,7 @@ def build_student(bg: BlockGraph, block_outputs: bool = True, matmul_pointwise: 
             if weights is not None:
                 term = em.call(operator.mul, em.call(operator.getitem, weights, i), term)
             terms.append(term)
-        em.node_value(node, _sum(em, terms), values)
+        em.node_value(node, add_chain(em.graph, terms), values)
     gm = em.finish(values, block_outputs, "Student")
     if matmul_pointwise:
         pointwise_as_matmul(gm, is_task_target(bg))
@@ -197,7 +201,7 @@ def build_slim(bg: BlockGraph, memory_format: torch.memory_format = torch.contig
             else:
                 term = em.block(attrs, values[e[0]])
             terms.append(term if gate == 1.0 else em.call(operator.mul, term, gate))
-        total = _sum(em, terms)
+        total = add_chain(em.graph, terms)
         if node != OUTPUT:
             total.meta["sum_of"] = node
             total.meta["shape"] = tuple(bg.edge(edges[0])["out_shape"])

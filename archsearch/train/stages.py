@@ -12,21 +12,11 @@ import torch.nn.functional as F
 
 from archsearch.train.complexity import Complexity
 from archsearch.graph.blockgraph import BlockGraph
-from archsearch.passes.codegen import GATES
+from archsearch.passes.codegen import GATES, is_task_specific, task_prefixes
 from archsearch.passes.fold_bn import fold_frozen_batchnorms
 from archsearch.train.losses import teacher_term
 from archsearch.train.distributed import SINGLE, Dist, all_reduce_sum
 from archsearch.train.loop import Length, Stage
-
-
-def task_prefixes(bg: BlockGraph) -> tuple[str, ...]:
-    """Module paths of the task-specific parts of a generated student: proxies, gates, classifier."""
-    return ("proxies.", GATES, bg.g.graph["classifier"] + ".")
-
-
-def is_task_specific(name: str, prefixes: tuple[str, ...]) -> bool:
-    """True for a parameter or module path that belongs to the task, not to the shared blocks."""
-    return (name + ".").startswith(prefixes)
 
 
 def freeze_universal(student: fx.GraphModule, bg: BlockGraph) -> None:

@@ -1,6 +1,8 @@
 """Small edits every lowering pass makes on a GraphModule: tensors in place of modules, and cleanup."""
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -55,6 +57,14 @@ def get_tensor(gm: fx.GraphModule, node: fx.Node) -> torch.Tensor | None:
     for part in node.target.split("."):
         obj = getattr(obj, part)
     return obj if isinstance(obj, torch.Tensor) else None
+
+
+def add_chain(graph: fx.Graph, terms: list[fx.Node]) -> fx.Node:
+    """``terms[0] + terms[1] + ...`` as ``operator.add`` nodes, left to right (the first term alone)."""
+    total = terms[0]
+    for term in terms[1:]:
+        total = graph.call_function(operator.add, (total, term))
+    return total
 
 
 def swap(gm: fx.GraphModule, old: fx.Node, new: fx.Node) -> None:

@@ -25,7 +25,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from archsearch.passes.lower.graph_edit import finish, get_tensor, set_tensor, swap, writable
+from archsearch.passes.lower.graph_edit import add_chain, finish, get_tensor, set_tensor, swap, writable
 
 BIAS_PREFIX = "proxies.bias_"  # the summed biases of node N's proxies: proxies.bias_N
 
@@ -101,9 +101,9 @@ class _Rewriter:
         if not terms.products or shape is None or len(shape) != 3:
             if terms.scaled is None or not terms.plain or terms.products:
                 return None
-            total = self.chain(terms.plain)
+            total = add_chain(self.graph, terms.plain)
             return self.call(torch.add, total, terms.scaled[0], alpha=terms.scaled[1])
-        total = self.chain(terms.plain) if terms.plain else None
+        total = add_chain(self.graph, terms.plain) if terms.plain else None
         biases = [get_tensor(self.gm, p.args[2]) for p in terms.products]
         bias = biases[0]
         for b in biases[1:]:
@@ -112,12 +112,6 @@ class _Rewriter:
         if self.pixels_major:
             return self.pixel_products(terms, total, bias, name, tuple(shape[1:]))
         return self.batched_products(terms, total, bias, name, tuple(shape[1:]))
-
-    def chain(self, nodes: list[fx.Node]) -> fx.Node:
-        total = nodes[0]
-        for t in nodes[1:]:
-            total = self.call(operator.add, total, t)
-        return total
 
     def batched_products(self, terms: _Terms, total: fx.Node | None, bias: torch.Tensor, name: str,
                          out_hw: tuple[int, ...]) -> fx.Node:
